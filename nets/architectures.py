@@ -1,0 +1,101 @@
+"""Named architectures (the CLI's `--arch`): each is a setting of the one backbone.
+
+A new architecture is one function and one `ARCHITECTURES` line. The published ones
+(SPEC Sec. 2) must keep exactly the variable names and shapes of
+../shared/checkpoints/<Arch>-<depth>.json.
+"""
+import dataclasses
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+from .denoise import DENOISE_OPS
+from .registry import Registry
+
+ARCHITECTURES = Registry("architecture")
+
+DEPTH_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+STEMS = ("imagenet", "small")
+PLACEMENTS = ("none", "group", "block")         # where denoising blocks go
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """Everything that determines the graph. Defaults: ImageNet ResNet-50."""
+    blocks: Tuple[int, ...] = DEPTH_BLOCKS[50]
+    widths: Tuple[int, ...] = (64, 128, 256, 512)   # bottleneck width of each group
+    expansion: int = 4                              # output channels = width * expansion
+    cardinality: int = 1                            # groups of the 3x3 conv (ResNeXt: 32)
+    bottleneck_multiplier: int = 1                  # inner width = width * this (ResNeXt 32x8d: 4)
+    stem: str = "imagenet"
+    stem_width: int = 64
+    denoise_op: Optional[str] = None
+    denoise_placement: str = "none"                 # none | group | block
+    denoise_window: int = 3
+    num_classes: int = 1000
+    image_size: int = 224
+
+    def __post_init__(self):
+        if len(self.widths) != len(self.blocks):
+            raise ValueError("widths {} and blocks {} must have one entry per group".format(
+                self.widths, self.blocks))
+        if self.stem not in STEMS:
+            raise ValueError("stem must be one of {}, got '{}'".format(STEMS, self.stem))
+        if self.denoise_placement not in PLACEMENTS:
+            raise ValueError("denoise placement must be one of {}, got '{}'".format(
+                PLACEMENTS, self.denoise_placement))
+        if self.denoise_placement != "none":
+            if self.denoise_op is None:
+                raise ValueError("denoise placement '{}' needs a denoising operation (--denoise-op)".format(
+                    self.denoise_placement))
+            DENOISE_OPS.get(self.denoise_op)       # raises with the list of known operations
+        if self.denoise_window < 1 or self.denoise_window % 2 == 0:
+            raise ValueError("denoise window must be a positive odd number, got {}".format(self.denoise_window))
+
+    @property
+    def group_strides(self):
+        return (1,) + (2,) * (len(self.blocks) - 1)
+
+    @property
+    def uses_grouped_conv(self):
+        return self.cardinality > 1
+
+
+def blocks_for_depth(depth):
+    try:
+        return DEPTH_BLOCKS[depth]
+    except KeyError:
+        raise ValueError("unsupported depth {}; choose one of {}".format(depth, sorted(DEPTH_BLOCKS))) from None
+
+
+@ARCHITECTURES.register("ResNet")
+def resnet(depth):
+    return ArchSpec(blocks=blocks_for_depth(depth))
+
+
+@ARCHITECTURES.register("ResNetDenoise")
+def resnet_denoise(depth):
+    """Feature Denoising, Sec. 5: 4 non-local (embedded Gaussian) blocks, one after each group."""
+    return ArchSpec(blocks=blocks_for_depth(depth), denoise_op="nonlocal_gaussian", denoise_placement="group")
+
+
+@ARCHITECTURES.register("ResNeXtDenoiseAll")
+def resnext_denoise_all(depth):
+    """ResNeXt 32x8d with a dot-product non-local block after every residual block (CAAD 2018)."""
+    return ArchSpec(blocks=blocks_for_depth(depth), cardinality=32, bottleneck_multiplier=4,
+                    denoise_op="nonlocal_dot", denoise_placement="block")
+
+
+def build_spec(arch, depth, **overrides):
+    """The spec of a named architecture, with any field overridden (None means keep).
+
+    Overriding `denoise_op` alone on an architecture without denoising places the blocks
+    after each group, as ResNetDenoise does.
+    """
+    spec = ARCHITECTURES.get(arch)(depth)
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if "denoise_op" in overrides and spec.denoise_placement == "none" and "denoise_placement" not in overrides:
+        overrides["denoise_placement"] = "group"
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(ArchSpec)}
+    if unknown:
+        raise ValueError("unknown architecture settings: {}".format(sorted(unknown)))
+    return dataclasses.replace(spec, **overrides)

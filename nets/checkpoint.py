@@ -1,0 +1,105 @@
+"""Read, check and load weights: Tensorpack `.npz` files (the published models) and TF checkpoints.
+
+SPEC Sec. 3: a model built with the same --arch/-d has exactly the names and shapes of the
+published files, so they load unchanged; anything else is an error that says what differs.
+"""
+import os
+import re
+
+import numpy as np
+import tensorflow as tf
+
+tf1 = tf.compat.v1
+
+# Saved by training but not part of the model: the step counter, the learning rate and
+# the optimizer's slots. They are skipped silently when loading a model.
+TRAINING_STATE = re.compile(r"^(global_step|learning_rate)$|/Momentum$")
+SHOW_NAMES = 5
+
+
+class CheckpointMismatch(ValueError):
+    """The checkpoint's variables are not the model's: lists what is missing, unexpected or mis-shaped."""
+
+
+def _strip_tensor_suffix(name):
+    return name[:-2] if name.endswith(":0") else name
+
+
+def read_weights(path):
+    """{name: array} from a `.npz` file, a TF checkpoint prefix, or a directory holding a checkpoint."""
+    if path.endswith(".npz"):
+        if not os.path.isfile(path):
+            raise FileNotFoundError("weights file not found: {}".format(path))
+        with np.load(path) as f:
+            return {_strip_tensor_suffix(k): f[k] for k in f.files}
+    prefix = tf.train.latest_checkpoint(path) if os.path.isdir(path) else path
+    if prefix is None or not tf1.train.checkpoint_exists(prefix):
+        raise FileNotFoundError(
+            "no checkpoint at {}: give a .npz file, a checkpoint prefix (model-1000) or a "
+            "directory with a 'checkpoint' file".format(path))
+    reader = tf.train.load_checkpoint(prefix)
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
+
+
+def compare(model_shapes, weights):
+    """(missing, unexpected, misshaped) name lists between a model's {name: shape} and weights."""
+    names = {n for n in weights if not TRAINING_STATE.search(n)}
+    missing = sorted(set(model_shapes) - names)
+    unexpected = sorted(names - set(model_shapes))
+    misshaped = sorted(n for n in names & set(model_shapes)
+                       if tuple(weights[n].shape) != tuple(model_shapes[n]))
+    return missing, unexpected, misshaped
+
+
+def _summarize(title, names, describe=str):
+    if not names:
+        return None
+    shown = ", ".join(describe(n) for n in names[:SHOW_NAMES])
+    more = " and {} more".format(len(names) - SHOW_NAMES) if len(names) > SHOW_NAMES else ""
+    return "{} {}: {}{}".format(len(names), title, shown, more)
+
+
+def mismatch_message(source, model_shapes, weights, missing, unexpected, misshaped):
+    parts = [
+        _summarize("missing from the checkpoint", missing),
+        _summarize("unexpected (not in the model)", unexpected),
+        _summarize("mis-shaped", misshaped, lambda n: "{} (checkpoint {} vs model {})".format(
+            n, list(weights[n].shape), list(model_shapes[n]))),
+    ]
+    return ("{} does not match the model: {}. Check --arch and -d (and the other architecture "
+            "flags), or pass --ignore-mismatch to load only the variables that match.").format(
+        source, "; ".join(p for p in parts if p))
+
+
+def load_weights(session, weights, source="checkpoint", ignore_mismatch=False, variables=None):
+    """Assign `weights` ({name: array}) to the graph's global variables.
+
+    Raises CheckpointMismatch unless the names and shapes agree exactly (training-state
+    variables excepted), or, with `ignore_mismatch`, loads the matching ones and returns the
+    message describing the rest. Returns None when everything matched.
+    """
+    variables = variables if variables is not None else tf1.global_variables()
+    by_name = {v.op.name: v for v in variables}
+    model_shapes = {n: v.shape.as_list() for n, v in by_name.items()}
+    missing, unexpected, misshaped = compare(model_shapes, weights)
+    message = None
+    if missing or unexpected or misshaped:
+        message = mismatch_message(source, model_shapes, weights, missing, unexpected, misshaped)
+        if not ignore_mismatch:
+            raise CheckpointMismatch(message)
+    skip = set(missing) | set(misshaped)
+    for name, var in by_name.items():
+        if name not in skip:
+            var.load(weights[name].astype(var.dtype.base_dtype.as_numpy_dtype), session)
+    return message
+
+
+def save_npz(session, path, variables=None):
+    """Write the model's variables as a Tensorpack-style `.npz` ({name: array}, no ':0')."""
+    variables = variables if variables is not None else tf1.global_variables()
+    values = session.run({v.op.name: v for v in variables if not TRAINING_STATE.search(v.op.name)})
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = path + ".tmp.npz"
+    np.savez_compressed(tmp, **values)
+    os.replace(tmp, path)

@@ -1,0 +1,98 @@
+"""The few layers the models need, with Tensorpack's variable names.
+
+Names and shapes follow the published checkpoints (SPEC Sec. 3): a conv has `W` in HWIO
+([k, k, in / groups, out]), no bias; BN has `gamma`, `beta`, `mean/EMA`, `variance/EMA`
+(Tensorpack's defaults: momentum 0.9, epsilon 1e-5); the classifier has `linear/W`, `linear/b`.
+Every variable is created with `tf.compat.v1.get_variable`, so calling a model twice under
+`reuse=AUTO_REUSE` (clean forward, attack forward) shares the weights.
+"""
+import tensorflow as tf
+
+tf1 = tf.compat.v1
+
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
+
+
+def he_fan_out():
+    """ResNet conv init: He normal, scale 2, fan_out (as in Tensorpack's ResNet example)."""
+    return tf1.variance_scaling_initializer(scale=2.0, mode="fan_out", distribution="truncated_normal")
+
+
+def conv2d(name, x, out_channels, kernel, layout, stride=1, groups=1, initializer=None):
+    """SAME-padded conv without bias; `groups` > 1 makes a grouped (ResNeXt) conv."""
+    in_channels = layout.channels(x)
+    if in_channels % groups or out_channels % groups:
+        raise ValueError("{}: channels {} -> {} are not divisible by {} groups".format(
+            name, in_channels, out_channels, groups))
+    with tf1.variable_scope(name):
+        kernel_var = tf1.get_variable(
+            "W", [kernel, kernel, in_channels // groups, out_channels],
+            initializer=initializer or he_fan_out())
+    strides = [1, stride, stride, 1] if layout.channels_last else [1, 1, stride, stride]
+    return tf.nn.conv2d(x, tf.cast(kernel_var, x.dtype), strides, "SAME", data_format=layout.data_format)
+
+
+def batch_norm(name, x, layout, training, zero_init=False):
+    """Batch normalisation; in training it normalises with batch statistics and updates the EMAs.
+
+    The EMA update is attached to the output (Tensorpack's "internal update"), so it runs
+    exactly when this forward pass runs, and never when BN is built with training=False
+    (as the attacker does).
+    """
+    channels = layout.channels(x)
+    with tf1.variable_scope(name):
+        gamma = tf1.get_variable("gamma", [channels], initializer=tf1.zeros_initializer() if zero_init
+                                 else tf1.ones_initializer())
+        beta = tf1.get_variable("beta", [channels], initializer=tf1.zeros_initializer())
+        moving_mean = tf1.get_variable("mean/EMA", [channels], initializer=tf1.zeros_initializer(),
+                                       trainable=False)
+        moving_var = tf1.get_variable("variance/EMA", [channels], initializer=tf1.ones_initializer(),
+                                      trainable=False)
+    if not training:
+        return _normalize(x, moving_mean, moving_var, gamma, beta, layout)
+    axes = [0] + list(layout.spatial_axes)
+    mean, var = tf.nn.moments(tf.cast(x, tf.float32), axes)
+    out = _normalize(x, mean, var, gamma, beta, layout)
+    updates = [
+        tf1.assign_sub(moving_mean, (moving_mean - mean) * (1 - BN_MOMENTUM)),
+        tf1.assign_sub(moving_var, (moving_var - var) * (1 - BN_MOMENTUM)),
+    ]
+    with tf.control_dependencies(updates):
+        return tf.identity(out)
+
+
+def _normalize(x, mean, var, gamma, beta, layout):
+    """x * scale + shift, per channel, in x's dtype (statistics are always float32)."""
+    scale = gamma * tf.math.rsqrt(var + BN_EPSILON)
+    shift = beta - mean * scale
+    shape = [1, 1, 1, -1] if layout.channels_last else [1, -1, 1, 1]
+    return x * tf.cast(tf.reshape(scale, shape), x.dtype) + tf.cast(tf.reshape(shift, shape), x.dtype)
+
+
+def conv_bn(name, x, out_channels, kernel, layout, training, stride=1, groups=1, relu=True,
+            zero_init=False):
+    """conv -> BN (scope `<name>/bn`) -> optional ReLU: Tensorpack's `Conv2D(..., activation=BNReLU)`."""
+    x = conv2d(name, x, out_channels, kernel, layout, stride=stride, groups=groups)
+    with tf1.variable_scope(name):
+        x = batch_norm("bn", x, layout, training, zero_init=zero_init)
+    return tf.nn.relu(x) if relu else x
+
+
+def max_pool(x, layout, size=3, stride=2):
+    window = [1, size, size, 1] if layout.channels_last else [1, 1, size, size]
+    strides = [1, stride, stride, 1] if layout.channels_last else [1, 1, stride, stride]
+    return tf.nn.max_pool2d(x, window, strides, "SAME", data_format=layout.data_format)
+
+
+def global_avg_pool(x, layout):
+    return tf.reduce_mean(x, axis=list(layout.spatial_axes))
+
+
+def fully_connected(name, x, out_features):
+    """The classifier: `linear/W` initialised N(0, 0.01), `linear/b` zero."""
+    with tf1.variable_scope(name):
+        weights = tf1.get_variable("W", [int(x.shape[-1]), out_features],
+                                   initializer=tf1.random_normal_initializer(stddev=0.01))
+        bias = tf1.get_variable("b", [out_features], initializer=tf1.zeros_initializer())
+    return tf.matmul(x, tf.cast(weights, x.dtype)) + tf.cast(bias, x.dtype)

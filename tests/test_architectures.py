@@ -1,0 +1,104 @@
+"""Architectures: published variable names/shapes, layouts, small configurations, bad settings."""
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from nets import ARCHITECTURES, build_spec, logits
+from tests.tf_helpers import nchw_runs_here, randomize_variables, run_graph
+
+tf1 = tf.compat.v1
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MANIFEST_DIR = os.environ.get("FD_MANIFEST_DIR", os.path.join(ROOT, "..", "shared", "checkpoints"))
+MANIFESTS = sorted(glob.glob(os.path.join(MANIFEST_DIR, "*.json")))
+
+
+def model_variables(spec):
+    """{name: shape} of the graph built for `spec` (training graph: nothing extra is created)."""
+    with tf.Graph().as_default():
+        image = tf1.placeholder(tf.float32, [None, spec.image_size, spec.image_size, 3])
+        from nets import Layout
+        logits(image, spec, Layout("NHWC"), training=True)
+        logits(image, spec, Layout("NHWC"), training=False)      # a second call reuses every variable
+        return {v.op.name: v.shape.as_list() for v in tf1.global_variables()}
+
+
+def test_nine_manifests_are_present():
+    assert len(MANIFESTS) == 9, "expected the 9 checkpoint manifests in {}".format(MANIFEST_DIR)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", MANIFESTS, ids=[os.path.basename(p) for p in MANIFESTS])
+def test_variables_match_published_manifest(path):
+    with open(path) as f:
+        manifest = json.load(f)
+    got = model_variables(build_spec(manifest["arch"], manifest["depth"]))
+    want = manifest["variables"]
+    assert sorted(set(want) - set(got)) == [], "missing"
+    assert sorted(set(got) - set(want)) == [], "unexpected"
+    assert {k: got[k] for k in want} == want
+
+
+TINY = dict(blocks=(1, 1, 1, 1), widths=(4, 4, 8, 8), stem="small", stem_width=8, num_classes=7, image_size=16)
+TINY_ARCHS = {
+    "ResNet": {},
+    "ResNetDenoise": {},
+    "ResNeXtDenoiseAll": dict(cardinality=4, widths=(4, 4, 8, 8), bottleneck_multiplier=2),
+    "ResNet+median@block": dict(denoise_op="median", denoise_placement="block"),
+    "ResNet+bilateral@group": dict(denoise_op="bilateral_gaussian", denoise_window=5),
+}
+
+
+def tiny_logits(name, data_format, images, seed=0):
+    arch = name.split("+")[0]
+    spec = build_spec(arch, 50, **{**TINY, **TINY_ARCHS[name]})
+    return run_graph(lambda layout, x: logits(x, spec, layout, training=False), [images], data_format,
+                     init=lambda s: randomize_variables(s, seed))
+
+
+@pytest.mark.parametrize("name", sorted(TINY_ARCHS))
+def test_small_configuration_any_size_and_classes(name):
+    images = np.random.RandomState(0).uniform(0, 255, [3, 16, 16, 3]).astype(np.float32)
+    out = tiny_logits(name, "NHWC", images)
+    assert out.shape == (3, 7) and np.all(np.isfinite(out))
+
+
+@pytest.mark.skipif(not nchw_runs_here(), reason="NCHW needs a GPU or XLA")
+@pytest.mark.parametrize("name", sorted(TINY_ARCHS))
+def test_nchw_and_nhwc_give_the_same_logits(name):
+    images = np.random.RandomState(1).uniform(0, 255, [2, 16, 16, 3]).astype(np.float32)
+    nhwc = tiny_logits(name, "NHWC", images)
+    nchw = tiny_logits(name, "NCHW", images)
+    scale = np.abs(nhwc).max()
+    assert scale > 0
+    np.testing.assert_allclose(nchw, nhwc, rtol=1e-4, atol=1e-4 * scale)
+
+
+def test_published_architectures_are_registered():
+    assert {"ResNet", "ResNetDenoise", "ResNeXtDenoiseAll"} <= set(ARCHITECTURES.names())
+    assert build_spec("ResNetDenoise", 152).blocks == (3, 8, 36, 3)
+    assert build_spec("ResNeXtDenoiseAll", 101).cardinality == 32
+
+
+@pytest.mark.parametrize("arch,depth,overrides,message", [
+    ("ResNetX", 50, {}, "unknown architecture 'ResNetX'; choose one of"),
+    ("ResNet", 34, {}, "unsupported depth 34"),
+    ("ResNet", 50, dict(denoise_op="wavelet"), "unknown denoising operation 'wavelet'"),
+    ("ResNet", 50, dict(denoise_placement="group"), "needs a denoising operation"),
+    ("ResNet", 50, dict(denoise_op="mean", denoise_window=4), "positive odd number"),
+    ("ResNet", 50, dict(blocks=(1, 1)), "one entry per group"),
+])
+def test_bad_settings_name_the_problem(arch, depth, overrides, message):
+    with pytest.raises((KeyError, ValueError), match=message):
+        build_spec(arch, depth, **overrides)
+
+
+def test_denoise_op_alone_places_blocks_after_groups():
+    spec = build_spec("ResNet", 50, denoise_op="median")
+    assert spec.denoise_placement == "group"
+    names = model_variables(build_spec("ResNet", 50, **{**TINY, "denoise_op": "median"}))
+    assert "group3_denoise/conv/W" in names and not any("non_local" in n for n in names)
