@@ -12,9 +12,9 @@ from .layers import conv_bn, fully_connected, global_avg_pool, max_pool
 tf1 = tf.compat.v1
 
 
-def preprocess(image):
+def preprocess(image, dtype=tf.float32):
     """uint8-range BGR [0, 255] -> [-1, 1], as x * 2/255 - 1 (no mean/std normalisation)."""
-    return tf.cast(image, tf.float32) * (2.0 / 255.0) - 1.0
+    return tf.cast(tf.cast(image, tf.float32) * (2.0 / 255.0) - 1.0, dtype)
 
 
 def bottleneck(x, spec, width, stride, layout, training):
@@ -50,14 +50,16 @@ def stem(x, spec, layout, training):
     return conv_bn("conv0", x, spec.stem_width, 3, layout, training)
 
 
-def logits(image, spec, layout, training):
-    """image: float [B, H, W, 3] BGR in [0, 255] (always NHWC, as decoded) -> logits [B, classes].
+def logits(image, spec, layout, training, dtype=tf.float32):
+    """image: float [B, H, W, 3] BGR in [0, 255] (always NHWC, as decoded) -> float32 logits [B, classes].
 
+    `dtype` is the compute type (float16/bfloat16 for the fast attack path); variables and
+    BN statistics stay float32.
     Variables are created or reused under the current variable scope (AUTO_REUSE), so the
     attacker's forward pass (BN in inference mode) and the training pass share weights.
     """
     with tf1.variable_scope(tf1.get_variable_scope(), reuse=tf1.AUTO_REUSE):
-        x = layout.from_nhwc(preprocess(image))
+        x = layout.from_nhwc(preprocess(image, dtype))
         x = stem(x, spec, layout, training)
         for k in range(len(spec.blocks)):
             x = residual_group("group{}".format(k), x, spec, k, layout, training)
@@ -65,4 +67,4 @@ def logits(image, spec, layout, training):
                 x = denoising_block("group{}_denoise".format(k), x, spec.denoise_op, layout, training,
                                     spec.denoise_window)
         features = global_avg_pool(x, layout)
-        return fully_connected("linear", features, spec.num_classes)
+        return tf.cast(fully_connected("linear", features, spec.num_classes), tf.float32)
