@@ -1,28 +1,98 @@
 #!/usr/bin/env python3
 """Feature denoising for adversarial robustness: train, evaluate, classify.
 
+    horovodrun -np 8 python main.py --train --data IMAGENET --arch ResNetDenoise -d 152
+    python main.py --eval --data IMAGENET --load R152-Denoise.npz --arch ResNetDenoise -d 152 --attack-iter 100
     python main.py --eval-directory DIR --load W.npz --arch ResNetDenoise -d 152 --prediction-file P
 """
 import argparse
+import dataclasses
 import logging
 import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+EVAL_ATTACK_ITERATIONS = 10     # the paper's headline evaluation: PGD-10
+
 
 def build_parser():
-    from engine.flags import add_model_arguments
+    from config import PUBLISHED
+    from engine.flags import add_attack_arguments, add_model_arguments, add_recipe_arguments
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--train", action="store_true", help="adversarial training (Horovod under horovodrun)")
+    mode.add_argument("--eval", action="store_true", help="white-box evaluation of the validation set")
     mode.add_argument("--eval-directory", metavar="DIR",
                       help="black-box mode: classify every image in DIR, write filename,label lines")
+    parser.add_argument("--data", help="ImageNet-layout root: train/<class>/, val/<class>/ or val/ + val.txt")
+    parser.add_argument("--batch", type=int, default=PUBLISHED.batch_per_gpu,
+                        help="images per batch and process (per GPU in training; default %(default)s)")
+    parser.add_argument("--workers", type=int, default=2, help="image decoding processes/threads per rank")
     add_model_arguments(parser)
+    add_attack_arguments(parser)
+    add_recipe_arguments(parser)
+    training = parser.add_argument_group("training")
+    training.add_argument("--logdir", help="log and checkpoint directory (default: named after the settings)")
+    training.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --logdir")
+    training.add_argument("--starting-epoch", type=int, help="epoch to start at when --load gives a checkpoint")
+    training.add_argument("--data-server", metavar="ADDR",
+                          help="receive training batches from 'python -m data.serve' at this ZMQ address")
+    evaluation = parser.add_argument_group("evaluation")
+    evaluation.add_argument("--result-file", help="write the metrics and settings as JSON")
     blackbox = parser.add_argument_group("black-box mode")
     blackbox.add_argument("--prediction-file", default="predictions.txt")
     blackbox.add_argument("--logits-file", help="also write the logits, float32 [images, classes] (.npy)")
-    blackbox.add_argument("--batch", type=int, default=32, help="images per batch")
     return parser
+
+
+def run_train(args, parser):
+    from engine.distributed import init_world
+    from engine.flags import attack_settings_from_args, data_format_from_args, recipe_from_args, spec_from_args
+    from engine.train import TrainJob, default_logdir, train
+    if not args.data and not args.data_server:
+        parser.error("--train needs --data (the root holding train/ and val/) or --data-server")
+    world = init_world()
+    spec = spec_from_args(args)
+    recipe = recipe_from_args(args, args.batch)
+    settings = attack_settings_from_args(args)
+    logdir = args.logdir or default_logdir(spec, args.arch, args.depth, recipe, settings["epsilon"],
+                                           recipe.batch_per_gpu * world.size)
+    job = TrainJob(data=args.data, logdir=logdir, data_format=data_format_from_args(args), attack_settings=settings,
+                   workers=args.workers, load=args.load, ignore_mismatch=args.ignore_mismatch,
+                   starting_epoch=args.starting_epoch, resume=args.resume, data_server=args.data_server)
+    train(spec, recipe, job, world)
+
+
+def run_eval(args, parser):
+    if not args.load:
+        parser.error("--eval needs --load (a .npz file or a checkpoint to evaluate)")
+    if not args.data:
+        parser.error("--eval needs --data (the root holding val/)")
+    from data import build_eval_dataflow
+    from engine.distributed import init_world, sum_across_ranks_fn
+    from engine.evaluate import evaluate, print_result, result_record, write_json
+    from engine.flags import attack_settings_from_args, attacker_from_args, data_format_from_args, spec_from_args
+    from engine.predictor import Predictor
+    world = init_world()
+    spec = spec_from_args(args)
+    iterations = EVAL_ATTACK_ITERATIONS if args.attack_iter is None else args.attack_iter
+    dataflow = build_eval_dataflow(args.data, args.batch, image_size=spec.image_size, workers=args.workers,
+                                   shard_index=world.rank, num_shards=world.size)
+    attacker = attacker_from_args(args, spec.num_classes, iterations)
+    predictor = Predictor(spec, data_format_from_args(args), args.load, args.ignore_mismatch, attacker=attacker,
+                          gpu_index=world.local_rank)
+    if predictor.load_message:
+        logging.warning("loaded with --ignore-mismatch: %s", predictor.load_message)
+    dataflow.reset_state()
+    counts = evaluate(predictor, dataflow, sum_across_ranks_fn(world), show_progress=world.is_chief)
+    if not world.is_chief:
+        return
+    print_result(counts)
+    if args.result_file:
+        model = dict(arch=args.arch, depth=args.depth, load=args.load, spec=dataclasses.asdict(spec))
+        write_json(result_record(counts, iterations, attack_settings_from_args(args), model), args.result_file)
+        print("wrote {}".format(args.result_file))
 
 
 def run_eval_directory(args, parser):
@@ -46,10 +116,15 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     parser = build_parser()
     args = parser.parse_args(argv)
+    from data.errors import DataError
     try:
-        if args.eval_directory:
+        if args.train:
+            run_train(args, parser)
+        elif args.eval:
+            run_eval(args, parser)
+        else:
             run_eval_directory(args, parser)
-    except (ValueError, KeyError, FileNotFoundError) as error:
+    except (ValueError, KeyError, FileNotFoundError, RuntimeError, DataError) as error:
         print("error: {}".format(error.args[0] if error.args else error), file=sys.stderr)
         return 2
     return 0

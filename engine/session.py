@@ -8,9 +8,12 @@ from nets.layout import gpu_available
 tf1 = tf.compat.v1
 
 
-def session_config():
+def session_config(gpu_index=0):
+    """One GPU per process (its Horovod local rank), memory grown as needed."""
     config = tf1.ConfigProto(allow_soft_placement=True)
     config.gpu_options.allow_growth = True
+    if gpu_available():
+        config.gpu_options.visible_device_list = str(gpu_index)
     return config
 
 

@@ -42,12 +42,13 @@ def read_weights(path):
 
 
 def compare(model_shapes, weights):
-    """(missing, unexpected, misshaped) name lists between a model's {name: shape} and weights."""
+    """(missing, unexpected, misshaped) model-variable names between {name: shape} and weights;
+    training-state variables on either side are left out."""
     names = {n for n in weights if not TRAINING_STATE.search(n)}
-    missing = sorted(set(model_shapes) - names)
-    unexpected = sorted(names - set(model_shapes))
-    misshaped = sorted(n for n in names & set(model_shapes)
-                       if tuple(weights[n].shape) != tuple(model_shapes[n]))
+    model = {n: shape for n, shape in model_shapes.items() if not TRAINING_STATE.search(n)}
+    missing = sorted(set(model) - names)
+    unexpected = sorted(names - set(model))
+    misshaped = sorted(n for n in names & set(model) if tuple(weights[n].shape) != tuple(model[n]))
     return missing, unexpected, misshaped
 
 
@@ -74,9 +75,10 @@ def mismatch_message(source, model_shapes, weights, missing, unexpected, misshap
 def load_weights(session, weights, source="checkpoint", ignore_mismatch=False, variables=None):
     """Assign `weights` ({name: array}) to the graph's global variables.
 
-    Raises CheckpointMismatch unless the names and shapes agree exactly (training-state
-    variables excepted), or, with `ignore_mismatch`, loads the matching ones and returns the
-    message describing the rest. Returns None when everything matched.
+    Raises CheckpointMismatch unless the model variables' names and shapes agree exactly, or,
+    with `ignore_mismatch`, loads the matching ones and returns the message describing the
+    rest. Returns None when everything matched. Training state (step, learning rate, momentum
+    slots) is restored where both the graph and the checkpoint have it, so a training run resumes.
     """
     variables = variables if variables is not None else tf1.global_variables()
     by_name = {v.op.name: v for v in variables}
@@ -87,9 +89,8 @@ def load_weights(session, weights, source="checkpoint", ignore_mismatch=False, v
         message = mismatch_message(source, model_shapes, weights, missing, unexpected, misshaped)
         if not ignore_mismatch:
             raise CheckpointMismatch(message)
-    skip = set(missing) | set(misshaped)
     for name, var in by_name.items():
-        if name not in skip:
+        if name in weights and tuple(weights[name].shape) == tuple(model_shapes[name]):
             var.load(weights[name].astype(var.dtype.base_dtype.as_numpy_dtype), session)
     return message
 

@@ -1,0 +1,63 @@
+"""Horovod, when the job runs under horovodrun / mpirun; a single process otherwise.
+
+Horovod is optional for one process: importing it is only required when a launcher started
+several ranks, and then its absence is an error that says how to install it.
+"""
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+LAUNCHER_VARIABLES = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK")
+
+
+def launched_by_horovod():
+    return any(name in os.environ for name in LAUNCHER_VARIABLES)
+
+
+@dataclass
+class World:
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+    hvd: Any = None
+
+    @property
+    def is_chief(self):
+        return self.rank == 0
+
+    @property
+    def distributed(self):
+        return self.hvd is not None
+
+
+def init_world(require_horovod=False):
+    """Initialise Horovod if a launcher started this process (or `require_horovod`)."""
+    if not (launched_by_horovod() or require_horovod):
+        return World()
+    try:
+        import horovod.tensorflow as hvd
+    except ImportError as error:
+        raise RuntimeError(
+            "this run needs Horovod (started by horovodrun/mpirun, or a distributed feature was asked for) "
+            "but it cannot be imported ({}); install it with 'bash scripts/setup.sh'".format(error)) from None
+    hvd.init()
+    return World(hvd.rank(), hvd.size(), hvd.local_rank(), hvd)
+
+
+def sum_across_ranks_fn(world):
+    """numpy vector -> its sum over all ranks (identity for one process)."""
+    if not world.distributed:
+        return lambda values: np.asarray(values)
+    import tensorflow as tf
+    tf1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default():
+        values = tf1.placeholder(tf.float64, [None], name="values")
+        total = world.hvd.allreduce(values, op=world.hvd.Sum, name="sum_counts")
+        session = tf1.Session(graph=graph)
+
+    def sum_across_ranks(array):
+        return np.rint(session.run(total, {values: np.asarray(array, np.float64)})).astype(np.int64)
+    return sum_across_ranks
