@@ -68,6 +68,8 @@ ARCH_FLAGS = FieldFlags("model", {
                                     help="inner bottleneck width = width x this (ResNeXt 32x8d: 4)"),
     "--num-classes": dict(field="num_classes", type=int, help="classes (1000)"),
     "--image-size": dict(field="image_size", type=int, help="input side length (224)"),
+    "--bn-group-size": dict(field="bn_group_size", type=int,
+                            help="training BN statistics per group of this many images, as per GPU (0: batch)"),
 }, prefix="arch_")
 
 ATTACK_FLAGS = FieldFlags("attack (white-box PGD, SPEC Sec. 4)", {

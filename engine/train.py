@@ -117,12 +117,15 @@ def training_dataflow(job, recipe, spec, world):
                                 workers=job.workers, rank=world.rank, world_size=world.size)
 
 
-def train(spec, recipe, job, world):
-    """Run (or continue) a training run. Returns the log directory."""
+def train(spec, recipe, job, world, dataflow=None, extra_callbacks=()):
+    """Run (or continue) a training run. Returns the log directory.
+
+    `dataflow` replaces the one built from job.data/job.data_server (tests feed fixed batches).
+    """
     from data import build_eval_dataflow
     tensorpack_compat.install()
     total_batch = recipe.batch_per_gpu * world.size
-    dataflow = training_dataflow(job, recipe, spec, world)
+    dataflow = dataflow if dataflow is not None else training_dataflow(job, recipe, spec, world)
     steps_per_epoch = len(dataflow)
     load, starting_epoch = resolve_start(job, steps_per_epoch)
     if world.is_chief:
@@ -135,7 +138,7 @@ def train(spec, recipe, job, world):
         ModelSaver(max_to_keep=job.max_checkpoints, checkpoint_dir=job.logdir),
         ScheduledHyperParamSetter("learning_rate", lr_schedule),
         EstimatedTimeLeft(),
-    ]
+    ] + list(extra_callbacks)
     warmup = recipe.warmup_schedule(total_batch, steps_per_epoch)
     if warmup:
         callbacks.append(ScheduledHyperParamSetter("learning_rate", warmup, interp="linear", step_based=True))

@@ -33,6 +33,7 @@ class ArchSpec:
     denoise_window: int = 3
     num_classes: int = 1000
     image_size: int = 224
+    bn_group_size: int = 0                          # training BN statistics per this many images (0: batch)
 
     def __post_init__(self):
         if len(self.widths) != len(self.blocks):

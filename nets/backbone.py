@@ -7,7 +7,7 @@ residual block of res2, res3, res4 and res5, respectively." The CAAD 2018 entry
 import tensorflow as tf
 
 from .denoise import denoising_block
-from .layers import conv_bn, fully_connected, global_avg_pool, max_pool
+from .layers import batch_norm_groups, conv_bn, fully_connected, global_avg_pool, max_pool
 
 tf1 = tf.compat.v1
 
@@ -58,7 +58,7 @@ def logits(image, spec, layout, training, dtype=tf.float32):
     Variables are created or reused under the current variable scope (AUTO_REUSE), so the
     attacker's forward pass (BN in inference mode) and the training pass share weights.
     """
-    with tf1.variable_scope(tf1.get_variable_scope(), reuse=tf1.AUTO_REUSE):
+    with tf1.variable_scope(tf1.get_variable_scope(), reuse=tf1.AUTO_REUSE), batch_norm_groups(spec.bn_group_size):
         x = layout.from_nhwc(preprocess(image, dtype))
         x = stem(x, spec, layout, training)
         for k in range(len(spec.blocks)):

@@ -6,12 +6,28 @@ Names and shapes follow the published checkpoints (SPEC Sec. 3): a conv has `W` 
 Every variable is created with `tf.compat.v1.get_variable`, so calling a model twice under
 `reuse=AUTO_REUSE` (clean forward, attack forward) shares the weights.
 """
+import contextlib
+import contextvars
+
 import tensorflow as tf
 
 tf1 = tf.compat.v1
 
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
+_BN_GROUP_SIZE = contextvars.ContextVar("bn_group_size", default=0)
+
+
+@contextlib.contextmanager
+def batch_norm_groups(group_size):
+    """Within this scope, training-mode BN normalises each consecutive group of `group_size`
+    images with that group's statistics (0: the whole batch), as separate GPUs would: one
+    process with batch 2 x 32 then computes what two GPUs with 32 images each compute."""
+    token = _BN_GROUP_SIZE.set(group_size)
+    try:
+        yield
+    finally:
+        _BN_GROUP_SIZE.reset(token)
 
 
 def he_fan_out():
@@ -51,15 +67,40 @@ def batch_norm(name, x, layout, training, zero_init=False):
                                       trainable=False)
     if not training:
         return _normalize(x, moving_mean, moving_var, gamma, beta, layout)
+    group_size = _BN_GROUP_SIZE.get()
+    if group_size:
+        return _group_batch_norm(x, group_size, moving_mean, moving_var, gamma, beta, layout)
     axes = [0] + list(layout.spatial_axes)
     mean, var = tf.nn.moments(tf.cast(x, tf.float32), axes)
     out = _normalize(x, mean, var, gamma, beta, layout)
+    return _with_ema_update(out, moving_mean, moving_var, mean, var)
+
+
+def _with_ema_update(out, moving_mean, moving_var, mean, var):
     updates = [
         tf1.assign_sub(moving_mean, (moving_mean - mean) * (1 - BN_MOMENTUM)),
         tf1.assign_sub(moving_var, (moving_var - var) * (1 - BN_MOMENTUM)),
     ]
     with tf.control_dependencies(updates):
         return tf.identity(out)
+
+
+def _group_batch_norm(x, group_size, moving_mean, moving_var, gamma, beta, layout):
+    """BN with statistics per group of `group_size` images; the EMAs take the groups' average."""
+    shape = tf.shape(x)
+    with tf.control_dependencies([tf.debugging.assert_equal(
+            shape[0] % group_size, 0, message="batch is not a multiple of the BN group size")]):
+        grouped = tf.reshape(x, tf.concat([[-1, group_size], shape[1:]], 0))
+    axes = [1] + [a + 1 for a in layout.spatial_axes]
+    mean, var = tf.nn.moments(tf.cast(grouped, tf.float32), axes, keepdims=True)      # [G, 1, ..C.., 1]
+    per_channel = [1, 1, 1, 1, -1] if layout.channels_last else [1, 1, -1, 1, 1]
+    scale = tf.reshape(gamma, per_channel) * tf.math.rsqrt(var + BN_EPSILON)
+    shift = tf.reshape(beta, per_channel) - mean * scale
+    out = tf.reshape(grouped * tf.cast(scale, x.dtype) + tf.cast(shift, x.dtype), shape)
+    channel_axis = layout.channel_axis + 1
+    reduce_axes = [a for a in range(5) if a != channel_axis]
+    return _with_ema_update(out, moving_mean, moving_var, tf.reduce_mean(mean, reduce_axes),
+                            tf.reduce_mean(var, reduce_axes))
 
 
 def _normalize(x, mean, var, gamma, beta, layout):

@@ -102,3 +102,28 @@ def test_denoise_op_alone_places_blocks_after_groups():
     assert spec.denoise_placement == "group"
     names = model_variables(build_spec("ResNet", 50, **{**TINY, "denoise_op": "median"}))
     assert "group3_denoise/conv/W" in names and not any("non_local" in n for n in names)
+
+
+@pytest.mark.parametrize("data_format", ["NHWC", pytest.param("NCHW", marks=pytest.mark.skipif(
+    not nchw_runs_here(), reason="NCHW needs a GPU or XLA"))])
+def test_bn_groups_equal_separate_batches(data_format):
+    """Training BN over groups of 3 images = BN run on each 3-image batch on its own; the
+    EMAs move by the groups' average statistics."""
+    from nets.layers import batch_norm, batch_norm_groups
+    from tests.tf_helpers import from_layout, to_layout
+    x = np.random.RandomState(0).normal(2.0, 3.0, [6, 4, 4, 5]).astype(np.float32)
+
+    def build(layout, t):
+        with tf1.variable_scope("grouped"), batch_norm_groups(3):
+            grouped = batch_norm("bn", t, layout, training=True)
+        with tf1.variable_scope("alone"):
+            alone = [batch_norm("bn{}".format(k), part, layout, training=True) for k, part in enumerate(tf.split(t, 2))]
+        with tf.control_dependencies([grouped] + alone):
+            ema = {v.op.name: tf.identity(v) for v in tf1.global_variables() if "EMA" in v.op.name}
+        return grouped, tf.concat(alone, 0), ema
+    grouped, alone, ema = run_graph(build, [to_layout(x, data_format)], data_format)
+    np.testing.assert_allclose(grouped, alone, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(from_layout(grouped, data_format)[:3].mean((0, 1, 2)), 0, atol=1e-4)
+    for stat in ("mean", "variance"):
+        expected = (ema["alone/bn0/{}/EMA".format(stat)] + ema["alone/bn1/{}/EMA".format(stat)]) / 2
+        np.testing.assert_allclose(ema["grouped/bn/{}/EMA".format(stat)], expected, rtol=1e-5)
