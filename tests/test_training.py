@@ -1,0 +1,144 @@
+"""End to end through main.py: train with PGD, checkpoint, resume, evaluate; crash and resume; bad flags."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+import main
+from config import PUBLISHED
+from engine import distributed
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ARCH = ["--arch", "ResNetDenoise", "--blocks", "1,1,1,1", "--widths", "4,4,8,8", "--stem", "small",
+        "--stem-width", "8", "--num-classes", "4", "--image-size", "16"]
+pytestmark = pytest.mark.slow
+
+
+def write_split(root, split, per_class, seed):
+    rng = np.random.RandomState(seed)
+    for label in range(4):
+        folder = os.path.join(root, split, "class{}".format(label))
+        os.makedirs(folder, exist_ok=True)
+        for i in range(per_class):
+            image = np.full([20, 20, 3], 40 + 50 * label, np.uint8) + rng.randint(0, 30, [20, 20, 3]).astype(np.uint8)
+            cv2.imwrite(os.path.join(folder, "{}.jpg".format(i)), image)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("data"))
+    write_split(root, "train", 10, seed=0)      # 40 images: 5 steps of 8
+    write_split(root, "val", 3, seed=1)
+    return root
+
+
+def main_py(*args, wait=True):
+    command = [sys.executable, os.path.join(ROOT, "main.py")] + [str(a) for a in args]
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+    if not wait:
+        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    return done.returncode, done.stdout + done.stderr
+
+
+def train_args(data, logdir, epochs, *extra):
+    return ["--train", "--data", data, "--logdir", logdir, "--epochs", epochs, "--batch", 8, "--workers", 1,
+            "--attack-iter", 1, "--lr-decay-epochs", 2, "--eval-schedule", "0:1,1:2"] + ARCH + list(extra)
+
+
+def stats(logdir):
+    with open(os.path.join(logdir, "stats.json")) as f:
+        return json.load(f)
+
+
+def test_train_checkpoint_resume_and_evaluate(tmp_path, data):
+    logdir = str(tmp_path / "run")
+    code, out = main_py(*train_args(data, logdir, 2))
+    assert code == 0, out[-3000:]
+    assert os.path.exists(os.path.join(logdir, "model-10.index"))
+    records = stats(logdir)
+    assert [r["epoch_num"] for r in records] == [1, 2]
+    assert "val-clean/top1_error" in records[0] and "val-pgd1/attack_success_rate" in records[1]
+    assert "val-pgd1/top1_error" not in records[0]                        # PGD-1 only every 2 epochs
+
+    code, out = main_py(*train_args(data, logdir, 2))                    # same logdir without --resume
+    assert code == 2 and "--resume" in out
+
+    code, out = main_py(*train_args(data, logdir, 3, "--resume"))
+    assert code == 0, out[-3000:]
+    assert "at epoch 3" in out and os.path.exists(os.path.join(logdir, "model-15.index"))
+    assert [r["epoch_num"] for r in stats(logdir)] == [1, 2, 3]
+
+    result = str(tmp_path / "result.json")
+    code, out = main_py("--eval", "--data", data, "--load", logdir, "--attack-iter", 2, "--batch", 5,
+                        "--result-file", result, "--workers", 1, *ARCH)
+    assert code == 0, out[-3000:]
+    with open(result) as f:
+        record = json.load(f)
+    assert record["images"] == 12 and record["attack_iterations"] == 2 and record["attack"]["epsilon"] == 16
+    for label, key in (("Top1 Error", "top1_error"), ("Attack Success Rate", "attack_success_rate"),
+                       ("Top5 Error", "top5_error")):
+        printed = float(re.search(label + r": ([0-9.]+)", out).group(1))
+        assert printed == pytest.approx(record[key], abs=1e-4)
+    assert record["top1_error"] == pytest.approx(record["wrong_top1"] / 12)
+
+
+def test_sigkill_mid_training_then_resume_continues_from_last_checkpoint(tmp_path, data):
+    logdir = str(tmp_path / "killed")
+    process = main_py(*train_args(data, logdir, 200, "--eval-schedule", "0:1"), wait=False)
+    deadline = time.time() + 300
+    while not os.path.exists(os.path.join(logdir, "checkpoint")):
+        assert process.poll() is None and time.time() < deadline, "training ended before its first checkpoint"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)           # in the middle of a later epoch
+    process.wait()
+    last = int(re.search(r"model-(\d+)", open(os.path.join(logdir, "checkpoint")).read()).group(1))
+    assert last < 1000, "the run finished before it was killed"
+    final_epoch = last // 5 + 2
+    code, out = main_py(*train_args(data, logdir, final_epoch, "--eval-schedule", "0:1", "--resume"))
+    assert code == 0, out[-3000:]
+    assert "resuming from {} at epoch {}".format(os.path.join(logdir, "model-{}".format(last)), last // 5 + 1) in out
+    assert os.path.exists(os.path.join(logdir, "model-{}.index".format(final_epoch * 5)))
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--train", "--data", "/nonexistent/imagenet"], "/nonexistent/imagenet"),
+    (["--eval", "--data", "/tmp"], "--eval needs --load"),
+    (["--eval", "--load", "w.npz"], "--eval needs --data"),
+    (["--train"], "--train needs --data"),
+    (["--train", "--arch", "VGG"], "invalid choice: 'VGG'"),
+    (["--eval-directory", "/tmp", "--load", "w.npz", "--denoise-op", "gaussian_blur"], "invalid choice"),
+])
+def test_bad_flags_give_clear_errors(args, message, capsys):
+    try:
+        code = main.main(args)
+    except SystemExit as exit_:
+        code = exit_.code
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_distributed_run_without_horovod_says_how_to_install(monkeypatch):
+    monkeypatch.setenv("HOROVOD_RANK", "0")
+    monkeypatch.setitem(sys.modules, "horovod.tensorflow", None)
+    with pytest.raises(RuntimeError, match="scripts/setup.sh"):
+        distributed.init_world()
+    monkeypatch.delenv("HOROVOD_RANK")
+    assert distributed.init_world().size == 1
+
+
+def test_recipe_schedule_is_the_papers():
+    assert PUBLISHED.base_lr(32 * 128) == pytest.approx(1.6)
+    assert PUBLISHED.lr_schedule(256) == [(0, 0.1), (35, pytest.approx(0.01)), (70, pytest.approx(0.001)),
+                                          (95, pytest.approx(0.0001))]
+    assert PUBLISHED.warmup_schedule(256, 100) == []
+    assert PUBLISHED.warmup_schedule(1024, 100) == [(0, 0.1), (500, pytest.approx(0.4))]
+    assert PUBLISHED.evals_at(1) == [0, 10] and PUBLISHED.evals_at(20) == [0, 10, 50, 100]
+    assert PUBLISHED.evals_at(30) == [0, 10, 100] and PUBLISHED.evals_at(110) == [0, 10, 50, 100]
