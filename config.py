@@ -14,6 +14,7 @@ class Recipe:
     weight_decay: float = 1e-4              # on conv and FC weights only
     weight_decay_pattern: str = r"(^|/)W$"  # variable names ending in W (conv, embedding, linear)
     label_smoothing: float = 0.1
+    augmentation: str = "imagenet"          # a name in data.augment.TRAIN_AUGMENTATIONS
     epochs: int = 110
     lr_decay_epochs: Tuple[int, ...] = (35, 70, 95)
     lr_decay_factor: float = 0.1

@@ -50,8 +50,9 @@ def run_train(args, parser):
     from engine.distributed import init_world
     from engine.flags import attack_settings_from_args, data_format_from_args, recipe_from_args, spec_from_args
     from engine.train import TrainJob, default_logdir, train
-    if not args.data and not args.data_server:
-        parser.error("--train needs --data (the root holding train/ and val/) or --data-server")
+    if not args.data:
+        parser.error("--train needs --data (the root holding train/ and val/; with --data-server it still "
+                     "sets the epoch length and the validation data)")
     world = init_world()
     spec = spec_from_args(args)
     recipe = recipe_from_args(args, args.batch)

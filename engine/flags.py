@@ -6,6 +6,7 @@ import dataclasses
 from attacker import PGDAttacker, build_attacker
 from attacker.pgd import HALF_DTYPES, LOSSES
 from config import PUBLISHED
+from data.augment import TRAIN_AUGMENTATIONS
 from nets.architectures import ARCHITECTURES, DEPTH_BLOCKS, PLACEMENTS, STEMS, build_spec
 from nets.denoise import DENOISE_OPS
 from nets.layout import resolve_data_format
@@ -89,6 +90,8 @@ RECIPE_FLAGS = FieldFlags("training recipe (Feature Denoising, Sec. 5)", {
     "--lr-decay-epochs": dict(field="lr_decay_epochs", type=int_tuple, help="epochs where the LR drops x0.1"),
     "--lr-per-256": dict(field="base_lr_per_256", type=float, help="learning rate per 256 images of total batch"),
     "--warmup-epochs": dict(field="warmup_epochs", type=int, help="linear warm-up epochs when the LR is above 0.1"),
+    "--augment": dict(field="augmentation", choices=sorted(TRAIN_AUGMENTATIONS),
+                      help="training augmentation: imagenet (Sec. 5) or light (bigger crops, no flip)"),
     "--eval-schedule": dict(field="eval_schedule", type=schedule,
                             help="evaluations during training, ITERATIONS:EVERY_K_EPOCHS,..."),
 }, prefix="recipe_", defaults=PUBLISHED)

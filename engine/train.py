@@ -109,12 +109,18 @@ def evaluation_attackers(recipe, spec, attack_settings):
 
 
 def training_dataflow(job, recipe, spec, world):
-    from data import build_train_dataflow
+    """Batches decoded here, or received from `python -m data.serve` at job.data_server.
+
+    A data server's stream has no end, so one epoch is counted from job.data: this rank's
+    share of ROOT/train in batches, as when decoding locally.
+    """
+    from data import build_train_dataflow, list_images, receive_dataflow
     if job.data_server:
-        from data.serve import receive_dataflow
-        return receive_dataflow(job.data_server)
+        images = len(list_images(job.data, "train")) // world.size
+        return receive_dataflow(job.data_server, length=images // recipe.batch_per_gpu)
     return build_train_dataflow(job.data, recipe.batch_per_gpu, image_size=spec.image_size,
-                                workers=job.workers, rank=world.rank, world_size=world.size)
+                                workers=job.workers, rank=world.rank, world_size=world.size,
+                                augmentation=recipe.augmentation)
 
 
 def train(spec, recipe, job, world, dataflow=None, extra_callbacks=()):

@@ -1,0 +1,105 @@
+"""Train and eval augmentations (Tensorpack imgaug), uint8 BGR in, uint8 BGR out.
+
+SPEC Sec. 5: "Train augmentation: random-size crop and resize (cubic),
+brightness/contrast/saturation/lighting in random order, horizontal flip. Eval: resize
+shorter side to 256 (cubic), center-crop 224." This is the standard Tensorpack ImageNet
+(fb.resnet.torch) recipe. Other input sizes S scale it: the train crop is resized to S, eval
+resizes the shorter side to round(S * 256 / 224) and centre-crops S.
+"""
+from dataclasses import dataclass
+from typing import Tuple
+
+import cv2
+import numpy as np
+from tensorpack.dataflow import imgaug
+
+from .errors import DataError
+
+INTERPOLATION = cv2.INTER_CUBIC
+CROP_ASPECT_RATIO = (3.0 / 4.0, 4.0 / 3.0)
+
+
+@dataclass(frozen=True)
+class TrainAugmentation:
+    """The knobs of the training augmentation that differ between data sets."""
+    crop_area_fraction: Tuple[float, float]
+    flip: bool
+
+
+# "imagenet" is SPEC Sec. 5. "light" is for small images whose content fills the frame and
+# whose mirror image is another class (digits): larger crops, no flip.
+TRAIN_AUGMENTATIONS = {
+    "imagenet": TrainAugmentation(crop_area_fraction=(0.08, 1.0), flip=True),
+    "light": TrainAugmentation(crop_area_fraction=(0.5, 1.0), flip=False),
+}
+
+
+def train_augmentation(name):
+    if name not in TRAIN_AUGMENTATIONS:
+        raise DataError("unknown training augmentation {!r}; choose one of {}".format(
+            name, ", ".join(sorted(TRAIN_AUGMENTATIONS))))
+    return TRAIN_AUGMENTATIONS[name]
+
+# ImageNet PCA lighting (fb.resnet.torch constants, given there for RGB on the 0..1 scale),
+# reordered here for BGR images on the 0..255 scale: eigenvalues reversed, and the
+# eigenvector matrix reversed in both rows (channels) and columns (to follow the eigenvalues).
+PCA_EIGVAL_RGB = np.array([0.2175, 0.0188, 0.0045], dtype=np.float32)
+PCA_EIGVEC_RGB = np.array([[-0.5675, 0.7192, 0.4009],
+                           [-0.5808, -0.0045, -0.8140],
+                           [-0.5836, -0.6948, 0.4203]], dtype=np.float32)
+PCA_EIGVAL_BGR = PCA_EIGVAL_RGB[::-1] * 255.0
+PCA_EIGVEC_BGR = PCA_EIGVEC_RGB[::-1, ::-1]
+
+
+def eval_resize_size(image_size):
+    """Shorter side before the eval centre crop: 256 for 224, round(S * 256 / 224) for S."""
+    return int(round(image_size * 256.0 / 224.0))
+
+
+def round_to_uint8(image):
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+
+
+def colour_jitter():
+    """Brightness, contrast, saturation and PCA lighting, applied in a random order (BGR)."""
+    return imgaug.RandomOrderAug([
+        imgaug.BrightnessScale((0.6, 1.4), clip=False),
+        imgaug.Contrast((0.6, 1.4), rgb=False, clip=False),
+        imgaug.Saturation(0.4, rgb=False),
+        imgaug.Lighting(0.1, eigval=PCA_EIGVAL_BGR, eigvec=PCA_EIGVEC_BGR),
+    ])
+
+
+def train_augmentors(image_size=224, augmentation="imagenet"):
+    """Random-size crop (8%..100% of the area for "imagenet", aspect 3/4..4/3; fallback:
+    resize + centre crop) resized to image_size (cubic), colour jitter in random order,
+    horizontal flip (not for "light").
+
+    The jitter runs on float32 and the result is clipped and rounded back to uint8 once.
+    """
+    knobs = train_augmentation(augmentation)
+    return [
+        imgaug.GoogleNetRandomCropAndResize(crop_area_fraction=knobs.crop_area_fraction,
+                                            aspect_ratio_range=CROP_ASPECT_RATIO,
+                                            target_shape=image_size, interp=INTERPOLATION),
+        imgaug.ToFloat32(),
+        colour_jitter(),
+    ] + ([imgaug.Flip(horiz=True)] if knobs.flip else []) + [
+        imgaug.MapImage(round_to_uint8),
+    ]
+
+
+def eval_augmentors(image_size=224):
+    """Resize the shorter side to round(image_size * 256/224) (cubic), centre-crop image_size."""
+    return [
+        imgaug.ResizeShortestEdge(eval_resize_size(image_size), INTERPOLATION),
+        imgaug.CenterCrop((image_size, image_size)),
+    ]
+
+
+def train_augmentor(image_size=224, augmentation="imagenet"):
+    return imgaug.AugmentorList(train_augmentors(image_size, augmentation))
+
+
+def eval_augmentor(image_size=224):
+    return imgaug.AugmentorList(eval_augmentors(image_size))

@@ -1,0 +1,111 @@
+"""Small Tensorpack DataFlows that the pipelines are built from."""
+import logging
+
+import numpy as np
+from tensorpack.dataflow import DataFlow, ProxyDataFlow
+
+from .errors import DataError
+
+logger = logging.getLogger(__name__)
+
+
+class RepeatForever(ProxyDataFlow):
+    """Iterate `ds` again and again; len() stays the length of one pass (an epoch)."""
+
+    def __iter__(self):
+        while True:
+            yield from self.ds
+
+
+class CorruptImageLog:
+    """Counts the images skipped in training; `count` and `paths` are for the caller to read."""
+
+    def __init__(self, max_paths=1000):
+        self.count = 0
+        self.paths = []
+        self.max_paths = max_paths
+
+    def record(self, path, problem):
+        self.count += 1
+        if len(self.paths) < self.max_paths:
+            self.paths.append(path)
+        logger.warning("skipping unreadable training image %s (%s); %d skipped so far", path, problem, self.count)
+
+
+class SkipCorrupt(ProxyDataFlow):
+    """Training: drop the images that failed to decode (logged with the path and counted in
+    `log`), pass the others as [image, label]. `max_in_a_row` failures in a row raise
+    DataError, so a broken data set fails loudly instead of hanging an infinite flow."""
+
+    def __init__(self, ds, log, max_in_a_row=100):
+        super().__init__(ds)
+        self.log = log
+        self.max_in_a_row = max_in_a_row
+
+    def __iter__(self):
+        in_a_row = 0
+        for _, image, label, path, problem in self.ds:
+            if problem is None:
+                in_a_row = 0
+                yield [image, label]
+                continue
+            self.log.record(path, problem)
+            in_a_row += 1
+            if in_a_row >= self.max_in_a_row:
+                raise DataError("{} training images in a row could not be read, the last one {} ({}); "
+                                "check the data directory".format(in_a_row, path, problem))
+
+
+class RaiseOnCorrupt(ProxyDataFlow):
+    """Evaluation: an image that failed to decode is a DataError naming it, never a skip."""
+
+    def __iter__(self):
+        for _, image, label, path, problem in self.ds:
+            if problem is not None:
+                raise DataError("cannot read evaluation image {} ({}); evaluation needs every image: "
+                                "fix or replace the file".format(path, problem))
+            yield [image, label]
+
+
+class RestoreOrder(ProxyDataFlow):
+    """Re-emit datapoints [index, ...] in index order 0, 1, 2, ... within each pass.
+
+    Parallel map workers finish out of order; with indices attached (and a strict map that
+    yields each input once per pass) this gives back the deterministic input order.
+    """
+
+    def __iter__(self):
+        pending, expected = {}, 0
+        for datapoint in self.ds:
+            pending[datapoint[0]] = datapoint
+            while expected in pending:
+                yield pending.pop(expected)
+                expected += 1
+        if pending:
+            raise RuntimeError("RestoreOrder: indices {} never completed a run from {}".format(
+                sorted(pending)[:5], expected))
+
+
+class FakeBatches(DataFlow):
+    """`length` batches [uint8 images [B,S,S,3], int32 labels [B]], one random batch repeated
+    (no decoding cost: for benchmarks of everything downstream of the data)."""
+
+    def __init__(self, batch_size, image_size, num_classes, length=1000, seed=0):
+        self.shapes = (batch_size, image_size, num_classes)
+        self.length = length
+        self.seed = seed
+        self.batch = None
+
+    def reset_state(self):
+        batch_size, image_size, num_classes = self.shapes
+        rng = np.random.RandomState(self.seed)
+        images = rng.randint(0, 256, size=(batch_size, image_size, image_size, 3), dtype=np.uint8)
+        labels = rng.randint(0, num_classes, size=(batch_size,)).astype(np.int32)
+        self.batch = [images, labels]
+
+    def __len__(self):
+        return self.length
+
+    def __iter__(self):
+        for _ in range(self.length):
+            yield list(self.batch)

@@ -1,0 +1,198 @@
+"""ImageNet on disk, read offline: class ids from folder names, image lists, shards.
+
+SPEC Sec. 6: "`train/<wnid>/*.JPEG` (1000 folders). Validation either `val/<wnid>/*.JPEG`
+or a flat `val/` with a label file (`val.txt` lines `name label`). No step may download
+anything: class metadata comes from the folders". SPEC Sec. 3: "Class index k is the k-th
+of the 1000 ILSVRC-2012 WordNet ids in sorted order."
+
+Layout read here (any number of classes, so small data sets in the same layout work):
+
+    ROOT/train/<class>/<image>          class id k = k-th class folder name in sorted order
+    ROOT/val/<class>/<image>            folder layout (class names must be train classes), or
+    ROOT/val/<image> + ROOT/val/val.txt flat layout: lines `name label`, where label is a
+                                        class index (0 <= label < classes) or a class name
+
+Image files are recognised by extension, case-insensitively (IMAGE_EXTENSIONS); other files
+and hidden entries are ignored. Nothing here decodes an image or talks to the network
+(Tensorpack's own ILSVRC12 reader fetches metadata from the internet; it is never used).
+"""
+import logging
+import os
+
+from .errors import DataError
+
+IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp")
+VAL_LABEL_FILE = "val.txt"        # the flat layout's label file: ROOT/val/val.txt
+
+logger = logging.getLogger(__name__)
+
+
+def is_image_file(name):
+    return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
+
+
+def split_dir(root, split):
+    """ROOT/split, or DataError naming it when it is not a directory."""
+    if not os.path.isdir(root):
+        raise DataError("data directory not found: {} (pass the folder that holds train/ and val/)".format(root))
+    directory = os.path.join(root, split)
+    if not os.path.isdir(directory):
+        raise DataError("missing folder: {} (expected {}/<class>/*.JPEG{})".format(
+            directory, split, " or a flat val/ with val/" + VAL_LABEL_FILE if split == "val" else ""))
+    return directory
+
+
+def subfolders(directory):
+    """Sorted names of the visible sub-directories of `directory`."""
+    return sorted(name for name in os.listdir(directory)
+                  if not name.startswith(".") and os.path.isdir(os.path.join(directory, name)))
+
+
+def list_classes(root, split="train"):
+    """Sorted class-folder names of ROOT/split: class id k is the k-th name.
+
+    DataError (naming the folder) if ROOT/split is missing or has no class folder.
+    """
+    directory = split_dir(root, split)
+    classes = subfolders(directory)
+    if not classes:
+        raise DataError("no class folders in {} (expected {}/<class>/<image> sub-folders)".format(directory, split))
+    return classes
+
+
+def images_in_folder(folder):
+    """Sorted paths of the image files directly inside `folder`; DataError if there are none."""
+    names = sorted(name for name in os.listdir(folder)
+                   if is_image_file(name) and os.path.isfile(os.path.join(folder, name)))
+    if not names:
+        raise DataError("empty class folder: {} has no image files ({}); add images or remove the folder".format(
+            folder, " ".join(IMAGE_EXTENSIONS)))
+    return [os.path.join(folder, name) for name in names]
+
+
+def val_layout(root):
+    """'flat' when ROOT/val/val.txt exists, 'folders' when ROOT/val has class folders."""
+    directory = split_dir(root, "val")
+    has_label_file = os.path.isfile(os.path.join(directory, VAL_LABEL_FILE))
+    has_folders = bool(subfolders(directory))
+    if has_label_file and has_folders:
+        raise DataError("ambiguous validation layout in {}: it has both {} and class folders; "
+                        "keep one of them".format(directory, VAL_LABEL_FILE))
+    if has_label_file:
+        return "flat"
+    if has_folders:
+        return "folders"
+    raise DataError("no validation data in {}: expected val/<class>/<image> folders or a flat val/ with "
+                    "val/{}".format(directory, VAL_LABEL_FILE))
+
+
+def resolve_classes(root, split, classes):
+    """The class names (a list) or count (an int) to label `split` with.
+
+    Default: the train folders (the class ids of training). Without ROOT/train, a folder-layout
+    val/ names its own classes; a flat val/ then needs `classes` from the caller.
+    """
+    if classes is not None:
+        if isinstance(classes, int):
+            if classes < 1:
+                raise DataError("classes must be >= 1, got {}".format(classes))
+            return classes
+        return list(classes)
+    if os.path.isdir(os.path.join(root, "train")) or split == "train":
+        return list_classes(root, "train")
+    if val_layout(root) == "folders":
+        return list_classes(root, "val")
+    raise DataError("cannot tell the classes of {}: {} is missing; pass classes= (names or a count)".format(
+        os.path.join(root, split, VAL_LABEL_FILE), os.path.join(root, "train")))
+
+
+def list_folder_images(root, split, classes):
+    """(path, label) for ROOT/split/<class>/<image>, classes in sorted order, files sorted."""
+    directory = split_dir(root, split)
+    if isinstance(classes, int):
+        raise DataError("{} is in the folder layout: pass class names, not a count".format(directory))
+    index = {name: k for k, name in enumerate(classes)}
+    folders = subfolders(directory)
+    if not folders:
+        raise DataError("no class folders in {}".format(directory))
+    unknown = [name for name in folders if name not in index]
+    if unknown:
+        raise DataError("{} names classes that are not training classes: {}{} (class folders must match "
+                        "{})".format(directory, ", ".join(unknown[:5]), " ..." if len(unknown) > 5 else "",
+                                     os.path.join(root, "train")))
+    return [(path, index[name]) for name in folders for path in images_in_folder(os.path.join(directory, name))]
+
+
+def parse_label(token, classes, where):
+    """A val.txt label: a class index, or a class name when the class names are known."""
+    count = classes if isinstance(classes, int) else len(classes)
+    try:
+        label = int(token)
+    except ValueError:
+        if isinstance(classes, int) or token not in classes:
+            raise DataError("{}: unknown class {!r} (not a class index in 0..{}{})".format(
+                where, token, count - 1, "" if isinstance(classes, int) else " nor a class folder name"))
+        return classes.index(token)
+    if not 0 <= label < count:
+        raise DataError("{}: label {} names no class (there are {} classes, 0..{})".format(
+            where, label, count, count - 1))
+    return label
+
+
+def list_flat_val_images(root, classes):
+    """(path, label) from ROOT/val/val.txt, in the file's line order; every line is checked."""
+    directory = split_dir(root, "val")
+    label_file = os.path.join(directory, VAL_LABEL_FILE)
+    items, seen = [], set()
+    with open(label_file) as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            where = "{} line {}".format(label_file, number)
+            fields = line.split()
+            if len(fields) != 2:
+                raise DataError("{}: expected `name label`, got {!r}".format(where, line.rstrip("\n")))
+            name, token = fields
+            path = os.path.join(directory, name)
+            if name in seen:
+                raise DataError("{}: {} is listed twice".format(where, name))
+            if not os.path.isfile(path):
+                raise DataError("{}: image not found: {}".format(where, path))
+            seen.add(name)
+            items.append((path, parse_label(token, classes, where)))
+    if not items:
+        raise DataError("{} lists no images (expected lines `name label`)".format(label_file))
+    unlisted = sum(1 for name in os.listdir(directory) if is_image_file(name) and name not in seen)
+    if unlisted:
+        logger.warning("%d image files in %s are not listed in %s and are not used", unlisted, directory,
+                       VAL_LABEL_FILE)
+    return items
+
+
+def list_images(root, split, classes=None):
+    """[(path, label)] of ROOT/split in a fixed order (class folders sorted, then file names;
+    a flat val/ in the order of val/val.txt).
+
+    `classes`: the class names (label k = classes[k]) or, for a flat val/, a class count.
+    Default: the sorted folder names of ROOT/train (see `resolve_classes`).
+    """
+    classes = resolve_classes(root, split, classes)
+    if split == "val" and val_layout(root) == "flat":
+        return list_flat_val_images(root, classes)
+    return list_folder_images(root, split, classes)
+
+
+def shard_bounds(num_items, index, count):
+    """[start, end) of shard `index` of `count`: contiguous, sizes differ by at most 1."""
+    if not (isinstance(count, int) and count >= 1):
+        raise ValueError("number of shards must be an int >= 1, got {!r}".format(count))
+    if not (isinstance(index, int) and 0 <= index < count):
+        raise ValueError("shard index must be an int in 0..{}, got {!r}".format(count - 1, index))
+    return index * num_items // count, (index + 1) * num_items // count
+
+
+def shard(items, index, count):
+    """Shard `index` of `count` of `items`: the shards are disjoint, cover every item exactly
+    once (the remainder included: the original code dropped it) and differ in size by <= 1."""
+    start, end = shard_bounds(len(items), index, count)
+    return list(items[start:end])

@@ -1,0 +1,212 @@
+"""Augmentations and the train/eval dataflows: shapes, dtypes, order, shards, corrupt files."""
+import logging
+import os
+
+import numpy as np
+import pytest
+
+from data import build_eval_dataflow, build_train_dataflow, fake_dataflow
+from data.augment import (PCA_EIGVAL_BGR, PCA_EIGVEC_BGR, eval_augmentor, eval_resize_size,
+                          train_augmentor)
+from data.errors import DataError
+from data.imagenet import list_images, shard
+from tests.data_tree import CLASSES, make_tree, random_image, write_image
+
+
+# ------------------------------------------------------------------ augmentations
+
+@pytest.mark.parametrize("size", [16, 32])
+@pytest.mark.parametrize("shape", [(5, 7), (40, 30), (23, 90)])
+def test_train_augmentation_shape_dtype_range(size, shape):
+    augmentor = train_augmentor(size)
+    rng = np.random.RandomState(0)
+    for _ in range(10):
+        out = augmentor.augment(random_image(rng, *shape))
+        assert out.shape == (size, size, 3) and out.dtype == np.uint8
+
+
+def test_train_augmentation_is_random_and_keeps_a_grey_image_grey_on_average():
+    augmentor = train_augmentor(16)
+    image = np.full((30, 30, 3), 128, np.uint8)
+    outputs = [augmentor.augment(image) for _ in range(20)]
+    assert len({out.tobytes() for out in outputs}) > 1
+    assert 40 < np.mean(outputs) < 220
+
+
+def test_eval_resize_size_scales_with_image_size():
+    assert eval_resize_size(224) == 256
+    assert eval_resize_size(32) == 37
+    assert eval_resize_size(112) == 128
+
+
+def test_eval_is_deterministic_and_shaped():
+    augmentor = eval_augmentor(32)
+    image = random_image(np.random.RandomState(1), 50, 70)
+    first = augmentor.augment(image)
+    assert first.shape == (32, 32, 3) and first.dtype == np.uint8
+    for _ in range(3):
+        np.testing.assert_array_equal(eval_augmentor(32).augment(image), first)
+
+
+@pytest.mark.parametrize("size, shape, top, left", [(224, (256, 320), 16, 48), (32, (37, 50), 2, 9),
+                                                    (32, (61, 37), 14, 2)])
+def test_known_image_is_centre_cropped(size, shape, top, left):
+    """When the shorter side already has the resize length, eval is a pure centre crop."""
+    image = random_image(np.random.RandomState(2), *shape)
+    out = eval_augmentor(size).augment(image)
+    np.testing.assert_array_equal(out, image[top:top + size, left:left + size])
+
+
+def test_lighting_constants_are_bgr():
+    np.testing.assert_allclose(PCA_EIGVAL_BGR, np.array([0.0045, 0.0188, 0.2175]) * 255, rtol=1e-6)
+    assert PCA_EIGVEC_BGR[0, 0] == pytest.approx(0.4203) and PCA_EIGVEC_BGR[2, 2] == pytest.approx(-0.5675)
+
+
+# ------------------------------------------------------------------ training flow
+
+@pytest.fixture
+def tree(tmp_path):
+    root = str(tmp_path / "imagenet")
+    make_tree(root, solid_val=True)
+    return root
+
+
+@pytest.mark.parametrize("workers, parallel", [(0, "process"), (2, "thread"), (2, "process")])
+def test_train_batches(tree, workers, parallel):
+    flow = build_train_dataflow(tree, batch_size=4, image_size=16, workers=workers, parallel=parallel)
+    assert len(flow) == 15 // 4
+    flow.reset_state()
+    stream = iter(flow)
+    for _ in range(len(flow) * 2 + 1):                      # infinite: more than an epoch
+        images, labels = next(stream)
+        assert images.shape == (4, 16, 16, 3) and images.dtype == np.uint8
+        assert labels.shape == (4,) and labels.dtype == np.int32
+        assert set(labels.tolist()) <= {0, 1, 2}
+    assert flow.corrupt_images.count == 0
+
+
+def test_train_rank_flows_read_their_shard(tree):
+    lengths = [build_train_dataflow(tree, 2, 16, workers=0, rank=r, world_size=3).num_images for r in range(3)]
+    assert lengths == [5, 5, 5]
+    with pytest.raises(DataError, match="fewer than one batch"):
+        build_train_dataflow(tree, 8, 16, workers=0, rank=0, world_size=3)
+
+
+def test_train_skips_and_counts_a_corrupt_image(tree, caplog):
+    bad = os.path.join(tree, "train", CLASSES[1], "broken.JPEG")
+    open(bad, "wb").write(b"not a jpeg at all")
+    flow = build_train_dataflow(tree, batch_size=4, image_size=16, workers=0)
+    flow.reset_state()
+    stream = iter(flow)
+    with caplog.at_level(logging.WARNING):
+        for _ in range(len(flow) * 3):
+            images, _ = next(stream)
+            assert images.shape == (4, 16, 16, 3)
+    assert flow.corrupt_images.count >= 1 and flow.corrupt_images.paths[0] == bad
+    assert bad in caplog.text
+
+
+def test_train_with_only_corrupt_images_fails_instead_of_hanging(tmp_path):
+    root = str(tmp_path)
+    for k in range(3):
+        os.makedirs(os.path.join(root, "train", "c"), exist_ok=True)
+        open(os.path.join(root, "train", "c", "{}.jpg".format(k)), "wb").write(b"")
+    flow = build_train_dataflow(root, batch_size=2, image_size=16, workers=0)
+    flow.reset_state()
+    with pytest.raises(DataError, match="in a row could not be read"):
+        next(iter(flow))
+
+
+# ------------------------------------------------------------------ evaluation flow
+
+def batches_of(flow):
+    flow.reset_state()
+    return list(flow)
+
+
+@pytest.mark.parametrize("layout", ["folders", "flat"])
+@pytest.mark.parametrize("count", [1, 2, 3, 4, 5])
+def test_eval_shards_yield_every_image_once_in_order(tmp_path, layout, count):
+    root = str(tmp_path)
+    val = make_tree(root, train_counts=(1, 1, 1), val_layout=layout, solid_val=True)
+    seen_values, seen_labels = [], []
+    for index in range(count):
+        flow = build_eval_dataflow(root, batch_size=2, image_size=16, workers=0, shard_index=index,
+                                   num_shards=count)
+        batches = batches_of(flow)
+        size = len(shard(val, index, count))
+        assert len(flow) == len(batches) == -(-size // 2)
+        assert sum(len(labels) for _, labels in batches) == size
+        for images, labels in batches:
+            assert images.dtype == np.uint8 and labels.dtype == np.int32 and images.shape[1:] == (16, 16, 3)
+            seen_values += [int(round(image.mean())) for image in images]
+            seen_labels += labels.tolist()
+    assert seen_labels == [label for _, label, _ in val]
+    assert np.allclose(seen_values, [value for _, _, value in val], atol=2)
+
+
+def test_eval_order_is_deterministic_with_workers(tree):
+    expected = batches_of(build_eval_dataflow(tree, 4, 16, workers=0))
+    flow = build_eval_dataflow(tree, 4, 16, workers=2, buffer_size=3)
+    flow.reset_state()
+    for _ in range(2):                                       # two passes, same result
+        got = list(flow)
+        assert len(got) == len(expected) == 3
+        for (images, labels), (want_images, want_labels) in zip(got, expected):
+            np.testing.assert_array_equal(images, want_images)
+            np.testing.assert_array_equal(labels, want_labels)
+
+
+def test_eval_dataflow_centre_crops_a_png(tmp_path):
+    root = str(tmp_path)
+    image = random_image(np.random.RandomState(3), 37, 50)
+    write_image(os.path.join(root, "train", "only", "a.png"), image)
+    write_image(os.path.join(root, "val", "only", "a.png"), image)
+    (images, labels), = batches_of(build_eval_dataflow(root, 8, 32, workers=0))
+    np.testing.assert_array_equal(images[0], image[2:34, 9:41])
+    assert labels.tolist() == [0]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_eval_corrupt_image_is_an_error(tree, workers):
+    bad = list_images(tree, "val")[4][0]
+    open(bad, "wb").write(b"\xff\xd8 truncated")
+    flow = build_eval_dataflow(tree, 4, 16, workers=workers)
+    with pytest.raises(DataError, match="cannot read evaluation image {}".format(bad)):
+        batches_of(flow)
+
+
+def test_empty_eval_shard_yields_nothing(tree):
+    flow = build_eval_dataflow(tree, 4, 16, workers=2, shard_index=0, num_shards=12)
+    assert len(flow) == 0 and batches_of(flow) == []
+
+
+def test_fake_dataflow():
+    flow = fake_dataflow(3, 8, 10, length=4)
+    batches = batches_of(flow)
+    assert len(batches) == len(flow) == 4
+    images, labels = batches[0]
+    assert images.shape == (3, 8, 8, 3) and images.dtype == np.uint8
+    assert labels.dtype == np.int32 and labels.max() < 10
+
+
+@pytest.mark.parametrize("augmentation, flips", [("imagenet", True), ("light", False)])
+def test_light_augmentation_never_mirrors_and_keeps_large_crops(augmentation, flips):
+    """Left half black, right half white: a mirrored output is darker on the right."""
+    image = np.zeros((32, 32, 3), np.uint8)
+    image[:, 16:] = 255
+    augmentor = train_augmentor(16, augmentation)
+    mirrored, smallest_white = 0, 1.0
+    for _ in range(60):
+        out = augmentor.augment(image).astype(np.float32)
+        mirrored += out[:, :8].mean() > out[:, 8:].mean()
+        smallest_white = min(smallest_white, float((out > (out.max() + out.min()) / 2).mean()))
+    assert (mirrored > 0) == flips
+    if not flips:     # a crop of >= 50% of the area with aspect <= 4/3 keeps both halves in view
+        assert 0.1 < smallest_white < 0.9
+
+
+def test_unknown_augmentation_is_named():
+    with pytest.raises(DataError, match="unknown training augmentation 'digits'; choose one of imagenet, light"):
+        train_augmentor(16, "digits")
+
