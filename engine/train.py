@@ -134,6 +134,9 @@ def train(spec, recipe, job, world, dataflow=None, extra_callbacks=()):
     dataflow = dataflow if dataflow is not None else training_dataflow(job, recipe, spec, world)
     steps_per_epoch = len(dataflow)
     load, starting_epoch = resolve_start(job, steps_per_epoch)
+    if starting_epoch > recipe.epochs:
+        log.info("%s has finished all %d epochs already; nothing to train", job.logdir, recipe.epochs)
+        return job.logdir
     if world.is_chief:
         logger.set_logger_dir(job.logdir, action="k")
     layout = Layout(job.data_format)

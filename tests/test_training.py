@@ -76,6 +76,10 @@ def test_train_checkpoint_resume_and_evaluate(tmp_path, data):
     assert "at epoch 3" in out and os.path.exists(os.path.join(logdir, "model-15.index"))
     assert [r["epoch_num"] for r in stats(logdir)] == [1, 2, 3]
 
+    code, out = main_py(*train_args(data, logdir, 3, "--resume"))          # finished: nothing to do
+    assert code == 0 and "has finished all 3 epochs already" in out, out[-3000:]
+    assert [r["epoch_num"] for r in stats(logdir)] == [1, 2, 3]
+
     result = str(tmp_path / "result.json")
     code, out = main_py("--eval", "--data", data, "--load", logdir, "--attack-iter", 2, "--batch", 5,
                         "--result-file", result, "--workers", 1, *ARCH)
