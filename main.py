@@ -10,6 +10,7 @@ import dataclasses
 import logging
 import os
 import sys
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -66,18 +67,49 @@ def run_train(args, parser):
 
 
 def run_eval(args, parser):
+    """White-box evaluation at each --attack-iter length (a comma list: one pass each over the
+    same images; paper Fig. 6 plots error against PGD iterations)."""
     if not args.load:
         parser.error("--eval needs --load (a .npz file or a checkpoint to evaluate)")
     if not args.data:
         parser.error("--eval needs --data (the root holding val/)")
-    from data import build_eval_dataflow
-    from engine.distributed import init_world, sum_across_ranks_fn
-    from engine.evaluate import evaluate, print_result, result_record, write_json
-    from engine.flags import attack_settings_from_args, attacker_from_args, data_format_from_args, spec_from_args
-    from engine.predictor import Predictor
+    from engine.distributed import init_world
+    from engine.evaluate import (attack_name, curve_record, point_record, print_curve, print_result, result_record,
+                                 write_json)
+    from engine.flags import attack_iteration_list, attack_settings_from_args, spec_from_args
     world = init_world()
     spec = spec_from_args(args)
-    iterations = EVAL_ATTACK_ITERATIONS if args.attack_iter is None else args.attack_iter
+    lengths = attack_iteration_list(args, EVAL_ATTACK_ITERATIONS)
+    points = []
+    for iterations in lengths:
+        if world.is_chief and len(lengths) > 1:
+            print("== {} ==".format(attack_name(iterations)), flush=True)
+        start = time.time()
+        counts = evaluate_one_length(args, spec, world, iterations)
+        if world.is_chief:
+            print_result(counts)
+        points.append(point_record(counts, iterations, time.time() - start))
+    if not world.is_chief:
+        return
+    if len(points) > 1:
+        print_curve(points)
+    if args.result_file:
+        model = dict(arch=args.arch, depth=args.depth, load=args.load, spec=dataclasses.asdict(spec))
+        settings = attack_settings_from_args(args)
+        record = curve_record(points, settings, model) if len(points) > 1 else \
+            result_record(counts, lengths[0], settings, model)
+        write_json(record, args.result_file)
+        print("wrote {}".format(args.result_file))
+
+
+def evaluate_one_length(args, spec, world, iterations):
+    """Counts of one pass over this rank's validation shard (summed over ranks) under PGD with
+    `iterations` steps; a fresh dataflow and predictor, so passes do not share state."""
+    from data import build_eval_dataflow
+    from engine.distributed import sum_across_ranks_fn
+    from engine.evaluate import attack_name, evaluate
+    from engine.flags import attacker_from_args, data_format_from_args
+    from engine.predictor import Predictor
     dataflow = build_eval_dataflow(args.data, args.batch, image_size=spec.image_size, workers=args.workers,
                                    shard_index=world.rank, num_shards=world.size)
     attacker = attacker_from_args(args, spec.num_classes, iterations)
@@ -86,14 +118,11 @@ def run_eval(args, parser):
     if predictor.load_message:
         logging.warning("loaded with --ignore-mismatch: %s", predictor.load_message)
     dataflow.reset_state()
-    counts = evaluate(predictor, dataflow, sum_across_ranks_fn(world), show_progress=world.is_chief)
-    if not world.is_chief:
-        return
-    print_result(counts)
-    if args.result_file:
-        model = dict(arch=args.arch, depth=args.depth, load=args.load, spec=dataclasses.asdict(spec))
-        write_json(result_record(counts, iterations, attack_settings_from_args(args), model), args.result_file)
-        print("wrote {}".format(args.result_file))
+    try:
+        return evaluate(predictor, dataflow, sum_across_ranks_fn(world), show_progress=world.is_chief,
+                        description=attack_name(iterations))
+    finally:
+        predictor.close()
 
 
 def run_eval_directory(args, parser):

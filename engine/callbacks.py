@@ -7,7 +7,7 @@ the last epochs".
 import tensorflow as tf
 from tensorpack.callbacks import Callback
 
-from .evaluate import evaluate
+from .evaluate import attack_name, evaluate
 from .model import attack_graph
 
 tf1 = tf.compat.v1
@@ -42,7 +42,8 @@ class AttackEvaluation(Callback):
     def evaluate(self, iterations):
         graph_attack = self.graph_attacks[iterations]
         graph_attack.session = self.trainer.sess
-        return evaluate(graph_attack, self.dataflow, self.sum_across_ranks, show_progress=self.is_chief)
+        return evaluate(graph_attack, self.dataflow, self.sum_across_ranks, show_progress=self.is_chief,
+                        description="val " + attack_name(iterations))
 
     def _trigger_epoch(self):
         for iterations in self.recipe.evals_at(self.epoch_num):

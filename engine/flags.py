@@ -111,9 +111,10 @@ def add_model_arguments(parser):
 
 def add_attack_arguments(parser):
     group = ATTACK_FLAGS.add_to(parser)
-    group.add_argument("--attack-iter", type=int, default=None,
-                       help="PGD iterations; 0 means clean images (default: {} in training, 10 in evaluation)".format(
-                           PUBLISHED.attack_iterations))
+    group.add_argument("--attack-iter", type=int_tuple, default=None,
+                       help="PGD iterations; 0 means clean images. --eval takes a comma list (0,10,100: one pass "
+                            "each, one JSON); training takes one value (default: {} in training, 10 in "
+                            "evaluation)".format(PUBLISHED.attack_iterations))
     group.add_argument("--untargeted", action="store_true", help="push away from the label instead of to a target")
     group.add_argument("--attack-xla", action="store_true", help="compile the attack loop with XLA")
 
@@ -147,7 +148,22 @@ def recipe_from_args(args, batch_per_gpu):
     """The published recipe with the flags' overrides."""
     fields = RECIPE_FLAGS.values(args)
     fields.update(batch_per_gpu=batch_per_gpu,
-                  attack_iterations=PUBLISHED.attack_iterations if args.attack_iter is None else args.attack_iter)
-    if fields["attack_iterations"] < 0:
-        raise ValueError("--attack-iter must be >= 0, got {}".format(fields["attack_iterations"]))
+                  attack_iterations=single_attack_iterations(args, PUBLISHED.attack_iterations, "--train"))
     return dataclasses.replace(PUBLISHED, **fields)
+
+
+def attack_iteration_list(args, default):
+    """The --attack-iter values in the order given, repeats dropped; (default,) without the flag."""
+    values = (default,) if args.attack_iter is None else args.attack_iter
+    if min(values) < 0:
+        raise ValueError("--attack-iter must be >= 0, got {}".format(",".join(map(str, values))))
+    return tuple(dict.fromkeys(values))
+
+
+def single_attack_iterations(args, default, mode):
+    """The one --attack-iter value a mode that attacks with one length (training) accepts."""
+    values = attack_iteration_list(args, default)
+    if len(values) != 1:
+        raise ValueError("{} takes one --attack-iter value, got {}; a comma list of attack lengths is for "
+                         "--eval".format(mode, ",".join(map(str, values))))
+    return values[0]

@@ -1,0 +1,257 @@
+"""Research tools: evaluation at several attack lengths, robustness curves, feature-map
+grids and the ablation runner, on tiny shapes."""
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+import main
+from tools import ablation, feature_maps, plot_curves
+
+ARCH = ["--arch", "ResNetDenoise", "--blocks", "1,1,1,1", "--widths", "4,4,8,8", "--stem", "small",
+        "--stem-width", "8", "--num-classes", "4", "--image-size", "16"]
+BLOCKS = ["group0_denoise", "group1_denoise", "group2_denoise", "group3_denoise"]
+
+
+def run(module_main, argv, capsys):
+    """(exit code, stdout, stderr) of a command's main(argv), argparse exits included."""
+    try:
+        code = module_main([str(a) for a in argv])
+    except SystemExit as exit_:
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def png_size(path):
+    """(width, height) of an image file."""
+    image = cv2.imread(str(path))
+    assert image is not None, "{} is not a readable image".format(path)
+    return image.shape[1], image.shape[0]
+
+
+def write_json(path, record):
+    path.write_text(json.dumps(record))
+    return str(path)
+
+
+# ---------------------------------------------------------------- fixtures: a tiny model and data set
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    """Freshly initialised weights of the tiny ARCH model, as a .npz file; the denoising
+    blocks' BN gammas are set to 0.5 so that the blocks change their input."""
+    import tensorflow as tf
+    from engine.flags import spec_from_args
+    from engine.predictor import Predictor
+    args = main.build_parser().parse_args(["--eval"] + ARCH)
+    predictor = Predictor(spec_from_args(args), "NHWC")
+    with predictor.graph.as_default():
+        variables = tf.compat.v1.global_variables()
+    values = dict(zip((v.op.name for v in variables), predictor.session.run(variables)))
+    predictor.close()
+    for name in values:
+        if "_denoise/" in name and name.endswith("gamma"):
+            values[name] = np.full_like(values[name], 0.5)
+    path = str(tmp_path_factory.mktemp("weights") / "tiny.npz")
+    np.savez(path, **values)
+    return path
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """An ImageNet-layout val/ split: 4 classes x 3 images of 20x20."""
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.RandomState(0)
+    for label in range(4):
+        folder = root / "val" / "class{}".format(label)
+        folder.mkdir(parents=True)
+        for i in range(3):
+            image = np.full([20, 20, 3], 40 + 50 * label, np.uint8) + rng.randint(0, 30, [20, 20, 3]).astype(np.uint8)
+            cv2.imwrite(str(folder / "{}.jpg".format(i)), image)
+    return str(root)
+
+
+# ---------------------------------------------------------------- main.py --eval at several attack lengths
+
+def test_eval_at_several_attack_lengths_writes_one_curve(tmp_path, weights, data, capsys):
+    result = tmp_path / "curve.json"
+    code, out, err = run(main.main, ["--eval", "--data", data, "--load", weights, "--attack-iter", "2,0,1",
+                                     "--batch", 5, "--workers", 1, "--attack-seed", 0, "--result-file", result]
+                         + ARCH, capsys)
+    assert code == 0, err[-3000:]
+    record = json.loads(result.read_text())
+    assert [p["attack_iterations"] for p in record["points"]] == [0, 1, 2]
+    assert all(p["images"] == 12 for p in record["points"])
+    assert record["points"][0]["attack_success_rate"] == 0           # clean images: no attack
+    assert record["model"]["load"] == weights and record["attack"]["epsilon"] == 16
+    assert out.count("Top1 Error:") == 3 and "PGD-2" in out
+
+    picture = tmp_path / "curve.png"
+    code, _, err = run(plot_curves.main, [result, "--out", picture], capsys)
+    assert code == 0, err
+    assert png_size(picture) == (plot_curves.FIGURE_INCHES[0] * plot_curves.DPI,
+                                 plot_curves.FIGURE_INCHES[1] * plot_curves.DPI)
+
+
+def test_training_refuses_several_attack_lengths(capsys):
+    code, _, err = run(main.main, ["--train", "--data", "/tmp", "--attack-iter", "0,3"] + ARCH, capsys)
+    assert code == 2
+    assert "--train takes one --attack-iter value, got 0,3" in err
+
+
+@pytest.mark.parametrize("value", ["-1", "1,x", ""])
+def test_bad_attack_lengths_are_refused(value, capsys):
+    code, _, err = run(main.main, ["--eval", "--data", "/tmp", "--load", "w.npz", "--attack-iter", value], capsys)
+    assert code == 2 and "--attack-iter" in err
+
+
+# ---------------------------------------------------------------- plot_curves
+
+CURVE = {"points": [{"attack_iterations": 0, "top1_error": 0.1, "attack_success_rate": 0.0, "images": 10},
+                    {"attack_iterations": 10, "top1_error": 0.4, "attack_success_rate": 0.2, "images": 10},
+                    {"attack_iterations": 100, "top1_error": 0.6, "attack_success_rate": 0.5, "images": 10}]}
+SINGLE = {"attack_iterations": 10, "top1_error": 0.3, "attack_success_rate": 0.1, "images": 10}
+
+
+def test_plot_of_a_curve_and_a_single_result_has_the_expected_size(tmp_path, capsys):
+    files = [write_json(tmp_path / "a.json", CURVE), write_json(tmp_path / "b.json", SINGLE)]
+    picture = tmp_path / "out" / "curves.png"
+    code, out, err = run(plot_curves.main, files + ["--out", picture, "--labels", "denoise,baseline"], capsys)
+    assert code == 0, err
+    assert png_size(picture) == (1000, 400) and "2 models" in out
+
+
+@pytest.mark.parametrize("content,message", [
+    ("{not json", "is not valid JSON"),
+    ("[1, 2]", "expected an object"),
+    (json.dumps({"points": []}), "must be a non-empty list"),
+    (json.dumps({"points": [{"attack_iterations": 0, "top1_error": 0.1}]}), "lacks attack_success_rate"),
+])
+def test_plot_refuses_malformed_results_naming_the_file(tmp_path, capsys, content, message):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    code, _, err = run(plot_curves.main, [path, "--out", tmp_path / "x.png"], capsys)
+    assert code == 2
+    assert message in err and str(path) in err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_plot_refuses_a_wrong_number_of_labels(tmp_path, capsys):
+    files = [write_json(tmp_path / "a.json", CURVE)]
+    code, _, err = run(plot_curves.main, files + ["--out", tmp_path / "x.png", "--labels", "a,b"], capsys)
+    assert code == 2 and "--labels gives 2 names for 1 result files" in err
+
+
+# ---------------------------------------------------------------- feature_maps
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("image") / "digit.png")
+    rng = np.random.RandomState(1)
+    cv2.imwrite(path, rng.randint(0, 256, [24, 24, 3]).astype(np.uint8))
+    return path
+
+
+@pytest.mark.parametrize("extra,blocks", [
+    ([], BLOCKS),
+    (["--block-names", "group2_denoise,group0_denoise", "--mode", "top", "--label", 1], ["group2_denoise",
+                                                                                         "group0_denoise"]),
+])
+def test_feature_map_grid_has_one_row_per_block(tmp_path, weights, image, capsys, extra, blocks):
+    picture = tmp_path / "fm.png"
+    code, out, err = run(feature_maps.main, ["--load", weights, "--image", image, "--out", picture,
+                                             "--attack-iter", 2] + ARCH + extra, capsys)
+    assert code == 0, err
+    assert png_size(picture) == feature_maps.figure_pixels(len(blocks)) == (800, 200 * (1 + len(blocks)))
+    assert [line.split(":")[0] for line in out.splitlines() if "relative difference" in line] == blocks
+
+
+@pytest.mark.parametrize("placement,known", [
+    ("group", BLOCKS),
+    ("block", ["group0/block0/non_local", "group1/block0/non_local", "group2/block0/non_local",
+               "group3/block0/non_local"]),
+])
+def test_feature_maps_refuse_an_unknown_block_listing_the_known_ones(tmp_path, weights, image, capsys, placement,
+                                                                     known):
+    code, _, err = run(feature_maps.main, ["--load", weights, "--ignore-mismatch", "--image", image,
+                                           "--out", tmp_path / "fm.png", "--block-names", "group1_denoise,res3"]
+                       + ARCH + ["--denoise-placement", placement], capsys)
+    assert code == 2
+    assert "unknown denoising block {}; this model has: {}".format(
+        "'res3'" if placement == "group" else "'group1_denoise', 'res3'", ", ".join(known)) in err
+    assert not (tmp_path / "fm.png").exists()
+
+
+def test_feature_maps_refuse_a_model_without_denoising_blocks(tmp_path, weights, image, capsys):
+    code, _, err = run(feature_maps.main, ["--load", weights, "--ignore-mismatch", "--image", image,
+                                           "--out", tmp_path / "fm.png"] + ARCH + ["--denoise-placement", "none"],
+                       capsys)
+    assert code == 2 and "no denoising blocks" in err
+
+
+def test_block_taps_reuse_the_predictors_weights(weights):
+    import tensorflow as tf
+    from engine.flags import spec_from_args
+    from engine.predictor import Predictor
+    from nets import Layout
+    predictor = Predictor(spec_from_args(main.build_parser().parse_args(["--eval"] + ARCH)), "NHWC", weights)
+    with predictor.graph.as_default():
+        variables_before = len(tf.compat.v1.global_variables())
+        taps = feature_maps.BlockTaps(predictor, Layout("NHWC"))
+        assert len(tf.compat.v1.global_variables()) == variables_before
+    images = np.random.RandomState(2).randint(0, 256, [2, 16, 16, 3]).astype(np.uint8)
+    logits, blocks = taps.run(images.astype(np.float32), BLOCKS[:1])
+    np.testing.assert_allclose(logits, predictor(images), rtol=1e-5, atol=1e-5)
+    block_input, block_output = blocks[BLOCKS[0]]
+    assert block_input.shape == block_output.shape == (2, 16, 16, 16)
+    assert not np.allclose(block_input, block_output)            # gamma 0.5: the block changes its input
+    predictor.close()
+
+
+def test_block_channel_choice_and_noise_measure():
+    clean = np.zeros([3, 3, 2], np.float32)
+    clean[..., 1] = 2.0
+    assert feature_maps.strongest_channel(clean) == 1
+    assert feature_maps.channel_map(clean, "mean").tolist() == [[1.0] * 3] * 3
+    assert feature_maps.relative_difference(clean * 1.5, clean) == pytest.approx(0.5)
+
+
+# ---------------------------------------------------------------- ablation
+
+def test_ablation_refuses_an_unknown_operation(capsys):
+    code, _, err = run(ablation.main, ["--ops", "mean,gaussian_blur"], capsys)
+    assert code == 2
+    assert "unknown operation 'gaussian_blur'" in err and "nonlocal_gaussian" in err and "none" in err
+
+
+def test_ablation_covers_the_registry_and_both_controls():
+    from nets.denoise import DENOISE_OPS
+    names = ablation.operation_names()
+    assert names[:2] == ["none", "null"] and sorted(names[1:]) == DENOISE_OPS.names()
+
+
+@pytest.mark.slow
+def test_tiny_ablation_runs_end_to_end(tmp_path, capsys):
+    ops = ["none", "null", "median"]
+    out = tmp_path / "ablation"
+    code, printed, err = run(ablation.main, ["--out", out, "--tiny", "--ops", ",".join(ops)], capsys)
+    assert code == 0, (printed + err)[-3000:]
+    table = [line for line in (out / "ablation.md").read_text().splitlines() if line.startswith("| ")]
+    assert len(table) == 1 + len(ops)                           # header + one row per operation
+    assert [line.split("|")[1].strip() for line in table[1:]] == ops
+    record = json.loads((out / "ablation.json").read_text())
+    assert [row["operation"] for row in record["rows"]] == ops
+    assert all(0.0 <= row["pgd_top1_error"] <= 1.0 and row["images"] == 360 for row in record["rows"])
+    assert png_size(out / "ablation.png")[0] == 800
+
+    mtimes = {op: os.path.getmtime(out / "results" / (op + ".json")) for op in ops}
+    code, printed, err = run(ablation.main, ["--out", out, "--tiny", "--ops", ",".join(ops)], capsys)
+    assert code == 0, (printed + err)[-3000:]
+    assert "$ " not in printed                                 # a re-run reuses every model and result
+    assert mtimes == {op: os.path.getmtime(out / "results" / (op + ".json")) for op in ops}
+
+    code, _, err = run(ablation.main, ["--out", out, "--tiny", "--ops", "none", "--epsilon", 16], capsys)
+    assert code == 2 and "was trained with other settings" in err
