@@ -1,8 +1,11 @@
 """Small Tensorpack DataFlows that the pipelines are built from."""
+import ctypes
 import logging
+import signal
+import sys
 
 import numpy as np
-from tensorpack.dataflow import DataFlow, ProxyDataFlow
+from tensorpack.dataflow import DataFlow, MultiProcessMapDataZMQ, ProxyDataFlow
 
 from .errors import DataError
 
@@ -109,3 +112,30 @@ class FakeBatches(DataFlow):
     def __iter__(self):
         for _ in range(self.length):
             yield list(self.batch)
+
+
+PR_SET_PDEATHSIG = 1      # linux/prctl.h
+
+
+def die_with_parent():
+    """Ask Linux to send this process SIGKILL when its parent dies (no-op elsewhere)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+
+
+class _OrphanSafeWorker(MultiProcessMapDataZMQ._Worker):
+    def run(self):
+        die_with_parent()
+        super().run()
+
+
+class OrphanSafeMultiProcessMapData(MultiProcessMapDataZMQ):
+    """Tensorpack's multiprocess map whose workers end when their parent does.
+
+    Tensorpack arranges that only with the `python-prctl` package, which needs libcap headers
+    to build; without it a training process killed by SIGKILL (a scheduler, the OOM killer)
+    leaves its decoding workers running for ever. libc's prctl() does the same directly.
+    """
+
+    def _create_worker(self, id, pipename, hwm):
+        return _OrphanSafeWorker(id, self.map_func, pipename, hwm)

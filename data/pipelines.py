@@ -9,13 +9,13 @@ import logging
 import os
 
 import numpy as np
-from tensorpack.dataflow import (BatchData, DataFromList, MapData, MultiProcessMapDataZMQ,
-                                 MultiThreadMapData)
+from tensorpack.dataflow import BatchData, DataFromList, MapData, MultiThreadMapData
 
 from . import augment, imagenet
 from .decode import DecodeAndAugment
 from .errors import DataError
-from .flows import CorruptImageLog, FakeBatches, RaiseOnCorrupt, RepeatForever, RestoreOrder, SkipCorrupt
+from .flows import (CorruptImageLog, FakeBatches, OrphanSafeMultiProcessMapData, RaiseOnCorrupt, RepeatForever,
+                    RestoreOrder, SkipCorrupt)
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def parallel_map(ds, map_function, workers, parallel, strict, buffer_size):
     if workers == 0:
         return MapData(ds if strict else RepeatForever(ds), map_function)
     buffer_size = max(1, min(buffer_size, len(ds))) if strict else buffer_size
-    runner = MultiProcessMapDataZMQ if parallel == "process" else MultiThreadMapData
+    runner = OrphanSafeMultiProcessMapData if parallel == "process" else MultiThreadMapData
     return runner(ds, workers, map_function, buffer_size=buffer_size, strict=strict)
 
 
@@ -71,7 +71,8 @@ def build_train_dataflow(root, batch_size, image_size=224, workers=None, rank=0,
     read ahead across pass boundaries, as in Tensorpack's ImageNet examples.
 
     Decoding runs in `workers` processes (parallel="process", Tensorpack's
-    MultiProcessMapDataZMQ) or threads ("thread"); 0 decodes in the calling thread.
+    MultiProcessMapDataZMQ; they end with their parent, even on SIGKILL) or threads
+    ("thread"); 0 decodes in the calling thread.
     An unreadable image is skipped with a warning and counted in `corrupt_log`, also
     available as the returned flow's `.corrupt_images` (a CorruptImageLog).
     `augmentation` names an entry of augment.TRAIN_AUGMENTATIONS.

@@ -210,3 +210,39 @@ def test_unknown_augmentation_is_named():
     with pytest.raises(DataError, match="unknown training augmentation 'digits'; choose one of imagenet, light"):
         train_augmentor(16, "digits")
 
+
+
+DECODE_AND_WAIT = """
+import sys, time
+sys.path.insert(0, {root!r})
+from data import build_train_dataflow
+flow = build_train_dataflow({tree!r}, batch_size=2, image_size=8, workers=2, parallel="process")
+flow.reset_state()
+next(iter(flow))
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+def test_decode_workers_end_when_training_is_killed(tree):
+    """A SIGKILLed training process (scheduler, OOM killer) must not leave its workers behind."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    import psutil
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    process = subprocess.Popen([sys.executable, "-c", DECODE_AND_WAIT.format(root=root, tree=tree)],
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        lines = iter(process.stdout.readline, "")
+        assert any(line.strip() == "ready" for line in lines)     # after Tensorpack's warnings
+        workers = psutil.Process(process.pid).children()
+        assert len(workers) == 2
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    deadline = time.time() + 20
+    while any(worker.is_running() and worker.status() != psutil.STATUS_ZOMBIE for worker in workers):
+        assert time.time() < deadline, "decode workers outlived their parent"
+        time.sleep(0.1)
