@@ -8,12 +8,15 @@ PGD ... step size 1", and "we use the adversarial images only"; 20% of the batch
 from the clean image.
 """
 import contextlib
+import logging
 from dataclasses import dataclass
 from typing import Optional
 
 import tensorflow as tf
 
 from .base import AttackResult, outcome
+
+log = logging.getLogger(__name__)
 
 LOSSES = ("xent", "cw")
 HALF_DTYPES = {"float32": tf.float32, "float16": tf.float16, "bfloat16": tf.bfloat16}
@@ -127,9 +130,19 @@ class PGDAttacker:
             adv = adv - self.step * tf.sign(grad)
             return i + 1, tf.clip_by_value(adv, lower, upper)
 
-        with xla_scope(self.use_xla):
-            _, adv = tf.while_loop(lambda i, _: i < self.iterations, one_step, [tf.constant(0), start],
-                                   back_prop=False, parallel_iterations=1)
+        def iterate(start):
+            return tf.while_loop(lambda i, _: i < self.iterations, one_step, [tf.constant(0), start],
+                                 back_prop=False, parallel_iterations=1)[1]
+
+        if self.use_xla:
+            # One XLA computation for the whole loop. (A jit scope around tf.while_loop marks only
+            # the While op, not the ops of its body, so it compiled next to nothing.)
+            if not tf.config.list_physical_devices("GPU"):
+                log.warning("--attack-xla without a GPU: XLA's CPU convolutions are much slower than "
+                            "oneDNN's (about 6-15x for these models, see BENCHMARKS.md)")
+            adv = tf.compat.v1.xla.experimental.compile(iterate, [start])[0]
+        else:
+            adv = iterate(start)
         return tf.stop_gradient(adv)
 
     def perturb(self, image, label, model_fn, restart=0):

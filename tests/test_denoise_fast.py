@@ -1,0 +1,228 @@
+"""The fast formulations of the denoising operations compute what the plain ones compute:
+same outputs and same gradients (input and embedding weights), in both layouts, including
+the blocked softmax with several blocks and padded rows, inside a PGD-style loop, under XLA
+and in half precision."""
+import itertools
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from nets import Layout, denoise
+from nets.denoise import DENOISE_OPS, MEDIAN9_NETWORK, blocked_softmax_attention, implementation, median_fill
+from tests import reference_ops as ref
+from tests.tf_helpers import from_layout, randomize_variables, run_graph, to_layout
+
+tf1 = tf.compat.v1
+
+LAYOUTS = ["NHWC", pytest.param("NCHW", marks=pytest.mark.skipif(
+    "not __import__('tests.tf_helpers', fromlist=['x']).nchw_runs_here()", reason="NCHW needs a GPU or XLA"))]
+SHAPE = [2, 5, 6, 4]           # N = 30 positions
+
+
+def op_and_gradients(name, x_nhwc, data_format, formulation, window=3, **settings):
+    """(output, d input, d variables...) of sum(op(x) * r), r fixed; variables randomised with seed 0."""
+    cotangent = np.random.RandomState(7).normal(size=x_nhwc.shape).astype(np.float32)
+
+    def build(layout, x):
+        with tf1.variable_scope("op"), implementation(formulation, **settings):
+            y = DENOISE_OPS.get(name)(x, layout, window)
+        variables = tf1.trainable_variables()
+        loss = tf.reduce_sum(y * tf.constant(to_layout(cotangent, data_format)))
+        return [y] + tf.gradients(loss, [x] + variables)
+
+    out = run_graph(build, [to_layout(x_nhwc, data_format)], data_format,
+                    init=lambda s: randomize_variables(s, seed=0, scale=0.5))
+    return [from_layout(t, data_format) if t.ndim == 4 and t.shape[0] == SHAPE[0] else t for t in out]
+
+
+@pytest.mark.parametrize("data_format", LAYOUTS)
+@pytest.mark.parametrize("name", DENOISE_OPS.names())
+def test_fast_matches_plain_outputs_and_gradients(name, data_format):
+    x = np.random.RandomState(3).normal(size=SHAPE).astype(np.float32)
+    windowed = name.startswith(("bilateral", "mean", "median"))
+    windows = [3, 5] if windowed and data_format == "NHWC" else [3]      # NCHW compiles with XLA: keep it short
+    for window in windows:
+        # block_rows=7: the Gaussian's 30 query rows in 5 blocks of 6
+        plain = op_and_gradients(name, x, data_format, "plain", window)
+        fast = op_and_gradients(name, x, data_format, "fast", window, block_rows=7)
+        assert len(plain) == len(fast)
+        for k, (p, f) in enumerate(zip(plain, fast)):
+            assert np.abs(p).max() > 0, "{}: zero tensor {}".format(name, k)
+            np.testing.assert_allclose(f, p, rtol=2e-4, atol=2e-5 * np.abs(p).max(),
+                                       err_msg="{} window {} tensor {}".format(name, window, k))
+
+
+@pytest.mark.parametrize("data_format", LAYOUTS)
+@pytest.mark.parametrize("block_rows", [1, 4, 8, 29, 30, 64])
+def test_blocked_gaussian_any_block_size(block_rows, data_format):
+    """Blocks that divide N, that need padded rows, one row, and a single block."""
+    x = np.random.RandomState(4).normal(size=SHAPE).astype(np.float32) * 3
+    plain = op_and_gradients("nonlocal_gaussian", x, data_format, "plain")
+    fast = op_and_gradients("nonlocal_gaussian", x, data_format, "fast", block_rows=block_rows)
+    for p, f in zip(plain, fast):
+        np.testing.assert_allclose(f, p, rtol=2e-4, atol=2e-5 * np.abs(p).max())
+
+
+def test_blocked_gaussian_matches_numpy_directly():
+    """The kernel alone, against a float64 NumPy softmax attention and its analytic gradient."""
+    rng = np.random.RandomState(5)
+    q, k, v = rng.normal(size=[2, 11, 3]), rng.normal(size=[2, 11, 3]), rng.normal(size=[2, 11, 5])
+    dy = rng.normal(size=[2, 11, 5])
+    scores = q @ k.transpose(0, 2, 1)
+    weights = np.exp(scores - scores.max(-1, keepdims=True))
+    weights /= weights.sum(-1, keepdims=True)
+    y = weights @ v
+    d_weights = dy @ v.transpose(0, 2, 1)
+    d_scores = weights * (d_weights - (d_weights * weights).sum(-1, keepdims=True))
+    expected = [y, d_scores @ k, d_scores.transpose(0, 2, 1) @ q, weights.transpose(0, 2, 1) @ dy]
+
+    def build(layout, qt, kt, vt):
+        out = blocked_softmax_attention(qt, kt, vt, rows=4)
+        return [out] + tf.gradients(out, [qt, kt, vt], grad_ys=tf.constant(dy, tf.float32))
+    got = run_graph(build, [a.astype(np.float32) for a in (q, k, v)])
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-5)
+
+
+def test_blocked_gaussian_never_builds_the_full_affinity():
+    """Outside the blocked loops (whose bodies work on [rows, N] pieces), no tensor of the fast
+    graph, forward or backward, has N x N elements per image; the plain graph has one."""
+    n, rows = 48, 8
+    with tf.Graph().as_default():
+        x = tf1.placeholder(tf.float32, [2, 6, 8, 4])
+        with implementation("fast", block_rows=rows):
+            y = DENOISE_OPS.get("nonlocal_gaussian")(x, Layout("NHWC"), 3)
+        tf.gradients(tf.reduce_sum(y * y), [x] + tf1.trainable_variables())
+        graph_def = tf1.get_default_graph().as_graph_def()
+        library_nodes = [node for f in graph_def.library.function for node in f.node_def]
+        sizes = []
+        for op in tf1.get_default_graph().get_operations():
+            for t in op.outputs:
+                if t.shape.rank is not None and None not in t.shape.as_list()[1:]:
+                    sizes.append(int(np.prod(t.shape.as_list()[1:])))
+    assert library_nodes, "the blocked loops should live in while-loop functions"
+    assert max(sizes) < n * n
+    with tf.Graph().as_default():
+        x = tf1.placeholder(tf.float32, [2, 6, 8, 4])
+        with implementation("plain"):
+            DENOISE_OPS.get("nonlocal_gaussian")(x, Layout("NHWC"), 3)
+        assert any(t.shape.as_list()[1:] == [n, n] for op in tf1.get_default_graph().get_operations()
+                   for t in op.outputs if t.shape.rank == 3)
+
+
+def test_median_network_selects_the_median_of_every_binary_input():
+    """0-1 principle: a comparator network that selects the median of all 2^9 binary inputs
+    selects it for every input."""
+    for bits in itertools.product([0, 1], repeat=9):
+        wires = list(bits)
+        for i, j in MEDIAN9_NETWORK:
+            wires[i], wires[j] = min(wires[i], wires[j]), max(wires[i], wires[j])
+        assert wires[4] == sorted(bits)[4]
+
+
+def test_median_fill_makes_the_fifth_smallest_the_lower_median():
+    valid = denoise._valid_offsets(4, 5, 3)
+    fill = median_fill(valid)
+    rng = np.random.RandomState(0)
+    for i in range(4):
+        for j in range(5):
+            values = rng.normal(size=9)
+            valid_values = np.sort(values[valid[:, i, j]])
+            filled = np.where(fill[:, i, j] < 0, -np.inf, np.where(fill[:, i, j] > 0, np.inf, values))
+            assert np.sort(filled)[4] == valid_values[(len(valid_values) - 1) // 2]
+
+
+def test_fast_median_with_ties_returns_an_input_value():
+    x = np.random.RandomState(8).randint(0, 3, size=[2, 4, 5, 3]).astype(np.float32)
+    fast = op_and_gradients("median", x, "NHWC", "fast")[0]
+    np.testing.assert_array_equal(fast, ref.median_filter(x.astype(np.float64), 3))
+
+
+def test_dot_product_fast_picks_the_cheaper_order():
+    for channels, size, expected in [(4, 6, "channel"), (64, 4, "pairwise")]:
+        with tf.Graph().as_default():
+            x = tf1.placeholder(tf.float32, [2, size, size, channels])
+            DENOISE_OPS.get("nonlocal_dot")(x, Layout("NHWC"), 3)
+            square = [t for op in tf1.get_default_graph().get_operations() for t in op.outputs
+                      if t.shape.rank == 3 and t.shape.as_list()[1:] == [size * size] * 2]
+        assert bool(square) == (expected == "pairwise")
+
+
+def pgd_like_gradient(formulation, use_xla):
+    """Input gradient of the denoising op taken inside a tf.while_loop, as PGD builds it (with
+    XLA: the whole loop compiled as one computation, as --attack-xla does)."""
+    x = np.random.RandomState(9).normal(size=SHAPE).astype(np.float32)
+
+    def build(layout, t):
+        def body(i, adv):
+            with tf1.variable_scope("op", reuse=tf1.AUTO_REUSE), implementation(formulation, block_rows=4):
+                y = DENOISE_OPS.get("nonlocal_gaussian")(adv, layout, 3)
+            grad, = tf.gradients(tf.reduce_sum(y * y), adv)
+            return i + 1, adv - 0.1 * tf.sign(grad)
+        with tf1.variable_scope("op", reuse=tf1.AUTO_REUSE), implementation(formulation):
+            DENOISE_OPS.get("nonlocal_gaussian")(t, layout, 3)        # create the variables outside the loop
+        def loop(start):
+            return tf.while_loop(lambda i, _: i < 3, body, [tf.constant(0), start])[1]
+        return tf1.xla.experimental.compile(loop, [t])[0] if use_xla else loop(t)
+    return run_graph(build, [x], init=lambda s: randomize_variables(s, seed=0, scale=0.5))
+
+
+@pytest.mark.parametrize("use_xla", [False, True])
+def test_fast_gaussian_inside_a_loop_and_under_xla(use_xla):
+    np.testing.assert_allclose(pgd_like_gradient("fast", use_xla), pgd_like_gradient("plain", False),
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", DENOISE_OPS.names())
+def test_fast_ops_run_in_bfloat16(name):
+    """The fast attack path runs the model in bfloat16: every fast op must accept it."""
+    x = np.random.RandomState(10).normal(size=SHAPE).astype(np.float32)
+
+    def build(formulation):
+        def fn(layout, t):
+            with tf1.variable_scope("op"), implementation(formulation, block_rows=7):
+                return tf.cast(DENOISE_OPS.get(name)(tf.cast(t, tf.bfloat16), layout, 3), tf.float32)
+        return fn
+    init = lambda s: randomize_variables(s, seed=0, scale=0.5)     # noqa: E731
+    fast, plain = run_graph(build("fast"), [x], init=init), run_graph(build("plain"), [x], init=init)
+    np.testing.assert_allclose(fast, plain, rtol=0.05, atol=0.05 * np.abs(plain).max())
+
+
+def test_unknown_implementation_is_an_error():
+    with pytest.raises(ValueError, match="fast"):
+        with implementation("quick"):
+            pass
+
+
+# ---------------------------------------------------------------- the fast PGD path
+
+def tiny_attack(compute_dtype="float32", use_xla=False):
+    """PGD-3 adversarial images of a tiny ResNetDenoise (random weights), its variables created
+    inside the attack loop (as in training), and the logits of the result."""
+    from attacker import PGDAttacker
+    from nets import build_spec, logits
+    spec = build_spec("ResNetDenoise", 50, blocks=(1, 1, 1, 1), widths=(4, 4, 8, 8), stem="small", stem_width=8,
+                      num_classes=7, image_size=16)
+    rng = np.random.RandomState(11)
+    images = rng.uniform(0, 255, [4, 16, 16, 3]).astype(np.float32)
+    labels = rng.randint(0, 7, [4]).astype(np.int32)
+
+    def build(layout, image, label):
+        def model_fn(x, dtype=tf.float32):
+            return logits(x, spec, layout, training=False, dtype=dtype)
+        attacker = PGDAttacker(3, epsilon=16, num_classes=7, seed=1, compute_dtype=compute_dtype, use_xla=use_xla)
+        adv, _ = attacker.perturb(image, label, model_fn)
+        return adv, model_fn(adv)
+    return run_graph(build, [images, labels], init=lambda s: randomize_variables(s, seed=2)), images
+
+
+@pytest.mark.slow
+def test_pgd_with_xla_is_the_float32_attack():
+    """--attack-xla compiles the whole PGD loop (about 8 s here) and attacks as float32 does."""
+    (adv, out), images = tiny_attack()
+    (adv_xla, out_xla), _ = tiny_attack(use_xla=True)
+    assert np.abs(adv - images).max() > 0
+    # a sign(gradient) can flip where the gradient is ~0: allow a few pixels to differ
+    assert np.mean(np.isclose(adv_xla, adv, atol=1e-3)) > 0.99
+    np.testing.assert_allclose(out_xla, out, rtol=1e-2, atol=1e-2 * np.abs(out).max())
