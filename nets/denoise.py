@@ -437,6 +437,14 @@ class WindowOps:
                 out.append(terms(k, out[-1] if out else None))
         return out
 
+    def _sequential_sum(self, term):
+        """term(0) + term(1) + ..., one offset after the other."""
+        return self._chain(lambda k, total: term(k) if total is None else total + term(k))[-1]
+
+    def _sequential_concat(self, term):
+        """[term(0), term(1), ...] concatenated on the channel axis, one offset after the other."""
+        return tf.concat(self._chain(lambda k, _: term(k)), self.layout.channel_axis)
+
     def _channel_sum(self, a, b):
         return tf.reduce_sum(a * b, axis=self.layout.channel_axis, keepdims=True)
 
@@ -444,14 +452,12 @@ class WindowOps:
         @tf.custom_gradient
         def run(theta, phi):
             padded_phi = self._pad(phi)
-            parts = self._chain(lambda k, _: self._channel_sum(theta, self._shift(padded_phi, k)))
-            result = tf.concat(parts, self.layout.channel_axis)
+            result = self._sequential_concat(lambda k: self._channel_sum(theta, self._shift(padded_phi, k)))
 
             def grad(d_affinity):
-                d_theta = self._chain(lambda k, acc: (0 if acc is None else acc)
-                                      + self._part(d_affinity, k) * self._shift(padded_phi, k))[-1]
-                d_phi = self._chain(lambda k, acc: (0 if acc is None else acc)
-                                    + self._shift(self._pad(self._part(d_affinity, k) * theta), k, opposite=True))[-1]
+                d_theta = self._sequential_sum(lambda k: self._part(d_affinity, k) * self._shift(padded_phi, k))
+                d_phi = self._sequential_sum(
+                    lambda k: self._shift(self._pad(self._part(d_affinity, k) * theta), k, opposite=True))
                 return d_theta, d_phi
             return result, grad
         return run(theta, phi)
@@ -460,14 +466,12 @@ class WindowOps:
         @tf.custom_gradient
         def run(weights, x):
             padded_x = self._pad(x)
-            y = self._chain(lambda k, acc: (0 if acc is None else acc)
-                            + self._part(weights, k) * self._shift(padded_x, k))[-1]
+            y = self._sequential_sum(lambda k: self._part(weights, k) * self._shift(padded_x, k))
 
             def grad(dy):
-                d_weights = tf.concat(self._chain(lambda k, _: self._channel_sum(dy, self._shift(padded_x, k))),
-                                      self.layout.channel_axis)
-                d_x = self._chain(lambda k, acc: (0 if acc is None else acc)
-                                  + self._shift(self._pad(self._part(weights, k) * dy), k, opposite=True))[-1]
+                d_weights = self._sequential_concat(lambda k: self._channel_sum(dy, self._shift(padded_x, k)))
+                d_x = self._sequential_sum(
+                    lambda k: self._shift(self._pad(self._part(weights, k) * dy), k, opposite=True))
                 return d_weights, d_x
             return y, grad
         return run(weights, x)
@@ -554,8 +558,8 @@ def _median3_fast(x, layout):
 
         def grad(dy):
             zero = tf.zeros_like(dy)
-            return ops._chain(lambda k, acc: (0 if acc is None else acc) + ops._shift(
-                ops._pad(tf.where(tf.equal(chosen, k), dy, zero)), k, opposite=True))[-1]
+            return ops._sequential_sum(
+                lambda k: ops._shift(ops._pad(tf.where(tf.equal(chosen, k), dy, zero)), k, opposite=True))
         return median, grad
     return run(x)
 

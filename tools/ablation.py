@@ -215,7 +215,7 @@ def settings_line(rows, settings):
 def plot_rows(rows, settings, out_path):
     """Horizontal bars per operation: top-1 accuracy on clean images and under PGD."""
     import numpy as np
-    from tools.plot_curves import pyplot
+    from tools.figures import pyplot, save_figure
     plt = pyplot()
     figure, axis = plt.subplots(figsize=(8.0, 1.5 + 0.45 * len(rows)), dpi=100)
     positions = np.arange(len(rows))[::-1]
@@ -230,9 +230,7 @@ def plot_rows(rows, settings, out_path):
     axis.set_xlim(0, 108)
     axis.grid(True, axis="x", alpha=0.3)
     axis.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize="small", frameon=False)
-    figure.tight_layout()
-    figure.savefig(out_path, dpi=100)
-    plt.close(figure)
+    save_figure(figure, out_path, 100)
 
 
 def write_outputs(rows, settings, command, seconds):

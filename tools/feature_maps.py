@@ -150,7 +150,7 @@ def figure_pixels(block_count):
 
 def save_grid(out_path, clean, adversarial, caption, rows):
     """rows: [(name, maps, channel, noise)]; one figure row for the images, one per block."""
-    from tools.plot_curves import pyplot
+    from tools.figures import pyplot, save_figure
     plt = pyplot()
     width, height = figure_pixels(len(rows))
     figure, axes = plt.subplots(1 + len(rows), len(COLUMNS), figsize=(width / DPI, height / DPI), dpi=DPI,
@@ -162,10 +162,7 @@ def save_grid(out_path, clean, adversarial, caption, rows):
     draw_image_row(axes[0], clean, adversarial, caption)
     for row_axes, row in zip(axes[1:], rows):
         draw_block_row(row_axes, *row)
-    figure.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    figure.savefig(out_path, dpi=DPI)
-    plt.close(figure)
+    save_figure(figure, out_path, DPI)
 
 
 # ---------------------------------------------------------------- the command

@@ -15,6 +15,8 @@ import json
 import os
 import sys
 
+from tools.figures import pyplot, save_figure
+
 FIGURE_INCHES = (10.0, 4.0)
 DPI = 100
 POINT_KEYS = ("attack_iterations", "top1_error", "attack_success_rate")
@@ -22,14 +24,6 @@ POINT_KEYS = ("attack_iterations", "top1_error", "attack_success_rate")
 
 class CurveFileError(ValueError):
     """A result file that cannot be plotted; the message names the file and the fix."""
-
-
-def pyplot():
-    """matplotlib's pyplot on the Agg backend (no display needed)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
 
 
 def read_record(path):
@@ -104,10 +98,7 @@ def plot_curves(curves, out_path):
     draw_panel(accuracy_axis, curves, lambda p: 1.0 - p["top1_error"], "top-1 accuracy (%)")
     draw_panel(success_axis, curves, lambda p: p["attack_success_rate"], "attack success rate (%)")
     accuracy_axis.legend(loc="best", fontsize="small")
-    figure.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    figure.savefig(out_path, dpi=DPI)
-    plt.close(figure)
+    save_figure(figure, out_path, DPI)
 
 
 def build_parser():
