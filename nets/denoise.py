@@ -20,7 +20,10 @@ Two formulations of every operation compute the same function:
   image's N x N affinity exceeds `SOFTMAX_BLOCK_BYTES`, the softmax is computed one block
   of query rows at a time (images in turn), with a hand-written backward pass that
   recomputes each block's weights from a saved log-normaliser, so neither pass holds more
-  than one [block rows, N] piece of the affinity; smaller maps run the plain graph (on a
+  than one [block rows, N] piece of the affinity; smaller maps with N >= C keep the whole
+  affinity, with the 1/sqrt(d) scale applied to q (N x D) instead of the affinity (N x N)
+  and a backward pass that makes one elementwise pass over the N x N gradient, not five;
+  maps with N < C (14x14 and 7x7 in a ResNet) run the plain graph (on a
   CPU the blocked form costs the recomputed q k^T, ~10% more time, for its memory saving:
   choose it for any size with `implementation(softmax_block_bytes=...)` or the
   FD_SOFTMAX_BLOCK_BYTES environment variable). Non-local dot product: the C x C product
@@ -158,13 +161,20 @@ def softmax_block_rows(positions, itemsize, formulation=None):
 
 
 def _nonlocal_gaussian_fast(x, theta, phi, layout):
+    """Blocked when one image's affinity exceeds the block size; otherwise, where the N x N
+    affinity outweighs the N x C features (N >= C), the whole affinity with the lean backward
+    pass; on small maps (N < C) the plain graph, whose passes over N x N are the cheap ones."""
     positions = _static_positions(x, layout)
-    rows = None if positions is None else softmax_block_rows(positions, x.dtype.size)
-    if rows is None or rows >= positions:          # one block: the plain graph is already lean enough
+    if positions is None or positions < layout.channels(x):
         return _nonlocal_gaussian_plain(x, theta, phi, layout)
+    rows = softmax_block_rows(positions, x.dtype.size)
     d = layout.channels(theta)
     th, ph, g = (_position_rows(t, layout) for t in (theta, phi, x))     # [B, N, .]
-    y = blocked_softmax_attention(th * tf.cast(1.0 / math.sqrt(d), th.dtype), ph, g, rows)
+    q = th * tf.cast(1.0 / math.sqrt(d), th.dtype)
+    if rows >= positions:
+        y = softmax_attention(q, ph, g)
+    else:
+        y = blocked_softmax_attention(q, ph, g, rows)
     if layout.channels_last:
         return tf.reshape(y, tf.shape(x))
     return tf.reshape(tf.transpose(y, [0, 2, 1]), tf.shape(x))
@@ -174,6 +184,34 @@ def _position_rows(x, layout):
     """[B, N, C] in either layout (NCHW needs a transpose; under XLA it folds into the matmuls)."""
     flat = layout.flatten_positions(x)
     return flat if layout.channels_last else tf.transpose(flat, [0, 2, 1])
+
+
+def _with_ones_column(t):
+    """[.., C] -> [.., C + 1] with a last column of ones: [a, -b] . [t, 1] = a t^T - b in one matmul."""
+    return tf.concat([t, tf.ones_like(t[..., :1])], axis=-1)
+
+
+def softmax_attention(q, k, v):
+    """softmax(q k^T, over keys) v for q [B, N, D] (already scaled), k [B, N, D], v [B, N, C],
+    the whole affinity kept for a hand-written backward pass:
+        dV = P^T dO,  dS = P * (dO v^T - rowsum(dO * O)),  dQ = dS k,  dK = dS^T q.
+    rowsum(dP * P) of the softmax gradient equals rowsum(dO * O) (O = P v), an N x C
+    reduction instead of an N x N one, and it is subtracted inside the dO v^T product by an
+    extra column: one elementwise pass over the N x N gradient instead of four.
+    """
+    @tf.custom_gradient
+    def attend(q, k, v):
+        weights = tf.nn.softmax(tf.matmul(q, k, transpose_b=True))                      # [B, N, N]
+        y = tf.matmul(weights, v)
+
+        def grad(dy):
+            dy_delta = tf.concat([dy, -tf.reduce_sum(dy * y, axis=-1, keepdims=True)], axis=-1)
+            d_scores = weights * tf.matmul(dy_delta, _with_ones_column(v), transpose_b=True)
+            return (tf.matmul(d_scores, k), tf.matmul(d_scores, q, transpose_a=True),
+                    tf.matmul(weights, dy, transpose_a=True))
+        return y, grad
+
+    return attend(q, k, v)
 
 
 def blocked_softmax_attention(q, k, v, rows):
@@ -240,8 +278,8 @@ def blocked_softmax_attention(q, k, v, rows):
     def backward_image(q, k, v, dy, q_lse, dy_delta):
         # an extra column folds the subtractions into the matmuls:
         # [q, -lse] . [k_j, 1] = q k_j^T - lse and [dO, -delta] . [v_j, 1] = dO v_j^T - delta
-        k_blocks = split_rows(tf.concat([k, tf.ones_like(k[:, :1])], axis=-1))
-        v_blocks = split_rows(tf.concat([v, tf.ones_like(v[:, :1])], axis=-1))
+        k_blocks = split_rows(_with_ones_column(k))
+        v_blocks = split_rows(_with_ones_column(v))
 
         def body(j, dq, dk, dv):
             k_j, v_j = k_blocks[j], v_blocks[j]                                              # [rows, . + 1]

@@ -9,7 +9,8 @@ import pytest
 import tensorflow as tf
 
 from nets import Layout, denoise
-from nets.denoise import DENOISE_OPS, MEDIAN9_NETWORK, blocked_softmax_attention, implementation, median_fill
+from nets.denoise import (DENOISE_OPS, MEDIAN9_NETWORK, blocked_softmax_attention, implementation, median_fill,
+                          softmax_attention)
 from tests import reference_ops as ref
 from tests.tf_helpers import from_layout, randomize_variables, run_graph, to_layout
 
@@ -64,8 +65,10 @@ def test_blocked_gaussian_any_block_size(block_rows, data_format):
         np.testing.assert_allclose(f, p, rtol=2e-4, atol=2e-5 * np.abs(p).max())
 
 
-def test_blocked_gaussian_matches_numpy_directly():
-    """The kernel alone, against a float64 NumPy softmax attention and its analytic gradient."""
+@pytest.mark.parametrize("kernel", [lambda q, k, v: blocked_softmax_attention(q, k, v, rows=4), softmax_attention],
+                         ids=["blocked", "one_block"])
+def test_softmax_attention_kernels_match_numpy_directly(kernel):
+    """Each kernel alone, against a float64 NumPy softmax attention and its analytic gradient."""
     rng = np.random.RandomState(5)
     q, k, v = rng.normal(size=[2, 11, 3]), rng.normal(size=[2, 11, 3]), rng.normal(size=[2, 11, 5])
     dy = rng.normal(size=[2, 11, 5])
@@ -78,7 +81,7 @@ def test_blocked_gaussian_matches_numpy_directly():
     expected = [y, d_scores @ k, d_scores.transpose(0, 2, 1) @ q, weights.transpose(0, 2, 1) @ dy]
 
     def build(layout, qt, kt, vt):
-        out = blocked_softmax_attention(qt, kt, vt, rows=4)
+        out = kernel(qt, kt, vt)
         return [out] + tf.gradients(out, [qt, kt, vt], grad_ys=tf.constant(dy, tf.float32))
     got = run_graph(build, [a.astype(np.float32) for a in (q, k, v)])
     for g, e in zip(got, expected):
