@@ -73,6 +73,7 @@ class PGDAttacker:
     seed: Optional[int] = None
     compute_dtype: str = "float32"         # float16 / bfloat16: the fast path (model_fn must accept dtype)
     use_xla: bool = False                  # compile the attack loop with XLA
+    fold_batch_norm: bool = False          # BN folded into the conv weights (model_fn must accept fold_batch_norm)
 
     def __post_init__(self):
         if self.iterations < 1:
@@ -113,9 +114,12 @@ class PGDAttacker:
         return tf.cond(from_clean, lambda: image, lambda: noisy)
 
     def _model(self, model_fn):
-        if self.compute_dtype == "float32":
-            return model_fn
-        return lambda x: model_fn(x, dtype=HALF_DTYPES[self.compute_dtype])
+        options = {}
+        if self.compute_dtype != "float32":
+            options["dtype"] = HALF_DTYPES[self.compute_dtype]
+        if self.fold_batch_norm:
+            options["fold_batch_norm"] = True
+        return lambda x: model_fn(x, **options)
 
     def _run(self, image, label, target, model_fn, start):
         """The PGD iterations from `start`; returns the adversarial image (a constant for training)."""

@@ -1,5 +1,7 @@
-"""Evaluation under PGD: the float32 attack against the fast path (XLA, and half precision
-where the hardware has it), images/s and the ratio, on the same model and images.
+"""Evaluation under PGD: the float32 attack against the fast path (half precision where the
+hardware has it, BN folded into the conv weights, XLA), images/s and the ratio, on the same
+model and images; --profile breaks the op time of each configuration down by kind of work
+(matrix products, convolutions, elementwise), which shows where a speed-up is capped.
 
 The graph is the one evaluation uses (engine.predictor.Predictor: PGD-k from a random start
 to a random target, then the final classification), with random weights (speed does not
@@ -8,6 +10,7 @@ configurations are timed in alternation.
 
     .venv/bin/python -m bench.bench_attack                                 # ResNetDenoise-50, 224, PGD-2
     .venv/bin/python -m bench.bench_attack --arch ResNet --attack-iter 10
+    .venv/bin/python -m bench.bench_attack --no-xla --profile 3            # where the time goes
 
 With --load and --data it evaluates a trained model instead, every configuration over the
 same validation images with the same targets and starts (--attack-seed): robustness (top-1
@@ -18,14 +21,37 @@ tools/demo.py (the digits demo: ResNetDenoise, blocks 1,1,1,1, 32x32, 10 classes
         --attack-iter 10 --epsilon 32 --batch 120
 """
 import argparse
+import collections
 import sys
+from dataclasses import dataclass
 
 from bench import common
 from bench.flops import model_flops
 
-# (compute dtype, XLA): the reference first
-CONFIGS = (("float32", False), ("float32", True), ("bfloat16", False), ("bfloat16", True),
-           ("float16", False), ("float16", True))
+
+@dataclass(frozen=True)
+class Config:
+    dtype: str = "float32"
+    xla: bool = False
+    fold: bool = False          # BN folded into the conv weights (PGDAttacker.fold_batch_norm)
+
+    @property
+    def label(self):
+        return self.dtype + (" + folded BN" if self.fold else "") + (" + XLA" if self.xla else "")
+
+    def attacker_settings(self):
+        return dict(compute_dtype=self.dtype, use_xla=self.xla, fold_batch_norm=self.fold)
+
+
+REFERENCE = Config()
+# the reference first; "bfloat16 + folded BN" is the CPU's fast path
+CONFIGS = (REFERENCE, Config(fold=True), Config(xla=True), Config("bfloat16"), Config("bfloat16", fold=True),
+           Config("bfloat16", xla=True), Config("float16"), Config("float16", fold=True), Config("float16", xla=True))
+
+# op types of a TF CPU trace, by kind of work (anything else: "elementwise and other")
+OP_KINDS = {"matrix products (non-local)": ("Einsum", "BatchMatMul", "MatMul"),
+            "convolutions, forward": ("Conv2D",),
+            "convolutions, input gradient": ("Conv2DBackpropInput",)}
 
 
 def half_precision_in_hardware():
@@ -51,11 +77,11 @@ def evaluate_trained(args, spec, configs):
     flow.reset_state()
     batches = [(images, labels) for images, labels in flow]
     predictors = {}
-    for dtype, xla in configs:
+    for c in configs:
         attacker = PGDAttacker(args.attack_iter, epsilon=args.epsilon, num_classes=spec.num_classes,
-                               seed=args.attack_seed, compute_dtype=dtype, use_xla=xla)
-        predictors[(dtype, xla)] = Predictor(spec, "NHWC", args.load, attacker=attacker)
-        predictors[(dtype, xla)].attack(*batches[0])                  # build, compile, warm up
+                               seed=args.attack_seed, **c.attacker_settings())
+        predictors[c] = Predictor(spec, "NHWC", args.load, attacker=attacker)
+        predictors[c].attack(*batches[0])                  # build, compile, warm up
 
     def one_pass(predictor):
         counts = Counts()
@@ -69,11 +95,11 @@ def evaluate_trained(args, spec, configs):
     for p in predictors.values():
         p.close()
     images = sum(len(labels) for _, labels in batches)
-    base, ref = timing[("float32", False)], counts[("float32", False)]
+    base, ref = timing[REFERENCE], counts[REFERENCE]
     rows = []
     for c in configs:
         t, n = timing[c], counts[c]
-        rows.append([c[0] + (" + XLA" if c[1] else ""), "{:.2f}".format(100 * n.top1_error),
+        rows.append([c.label, "{:.2f}".format(100 * n.top1_error),
                      "{:+.2f}".format(100 * (n.top1_error - ref.top1_error)),
                      "{:.2f}".format(100 * n.attack_success_rate),
                      "{:+.2f}".format(100 * (n.attack_success_rate - ref.attack_success_rate)),
@@ -106,6 +132,9 @@ def main(argv=None):
     parser.add_argument("--demo", action="store_true", help="the digits demo architecture (tools/demo.py)")
     parser.add_argument("--epsilon", type=float, default=16.0)
     parser.add_argument("--attack-seed", type=int, default=0)
+    parser.add_argument("--no-xla", action="store_true", help="leave out the XLA configurations (slow on a CPU)")
+    parser.add_argument("--profile", type=int, default=0, metavar="RUNS",
+                        help="also trace RUNS runs of each configuration and break the op time down by kind of work")
     args = parser.parse_args(argv)
     if args.demo:
         spec = build_spec("ResNetDenoise", 50, **DEMO_SPEC)
@@ -113,7 +142,8 @@ def main(argv=None):
     else:
         spec = build_spec(args.arch, args.depth, image_size=args.image_size)
     native = half_precision_in_hardware()
-    configs = [(d, x) for d, x in CONFIGS if d == "float32" or native[d] or args.all_dtypes]
+    configs = [c for c in CONFIGS if (c.dtype == "float32" or native[c.dtype] or args.all_dtypes)
+               and not (c.xla and args.no_xla)]
     if args.load:
         if not args.data:
             parser.error("--load needs --data")
@@ -138,22 +168,19 @@ def main(argv=None):
     rng = np.random.RandomState(0)
     images = rng.randint(0, 256, [args.batch, args.image_size, args.image_size, 3]).astype(np.uint8)
     labels = rng.randint(0, spec.num_classes, [args.batch]).astype(np.int32)
-    runs, predictors = {}, []
-    for dtype, xla in configs:
+    predictors = {}
+    for c in configs:
         attacker = PGDAttacker(args.attack_iter, epsilon=args.epsilon, num_classes=spec.num_classes,
-                               seed=args.attack_seed, compute_dtype=dtype, use_xla=xla)
-        predictor = Predictor(spec, "NHWC", attacker=attacker)
-        predictors.append(predictor)
-        runs[(dtype, xla)] = (lambda p=predictor: p.attack(images, labels))
-    timing = common.interleaved(runs, warmup=args.warmup, rounds=args.rounds)
-    for p in predictors:
-        p.close()
+                               seed=args.attack_seed, **c.attacker_settings())
+        predictors[c] = Predictor(spec, "NHWC", attacker=attacker)
+    timing = common.interleaved({c: (lambda p=p: p.attack(images, labels)) for c, p in predictors.items()},
+                                warmup=args.warmup, rounds=args.rounds)
     flops = model_flops(spec).evaluation(args.attack_iter)
-    base = timing[("float32", False)]
+    base = timing[REFERENCE]
     rows = []
-    for dtype, xla in configs:
-        t = timing[(dtype, xla)]
-        rows.append([dtype + (" + XLA" if xla else ""), "{} ({})".format(common.fmt_seconds(t.median), t.spread()),
+    for c in configs:
+        t = timing[c]
+        rows.append([c.label, "{} ({})".format(common.fmt_seconds(t.median), t.spread()),
                      common.fmt_seconds(min(t.seconds)), "{:.2f}".format(args.batch / t.median),
                      "{:.0f}".format(flops * args.batch / min(t.seconds) / 1e9),
                      "x{:.2f}".format(base.median / t.median), "x{:.2f}".format(min(base.seconds) / min(t.seconds))])
@@ -161,7 +188,57 @@ def main(argv=None):
                   "speedup (median)", "speedup (best)"], rows)
     print("computed: {:.1f} GFLOPs per image for PGD-{} evaluation of {}-{} ({:.2f} forward)".format(
         flops / 1e9, args.attack_iter, args.arch, args.depth, model_flops(spec).forward / 1e9))
+    if args.profile:
+        profile_table([c for c in configs if not c.xla], predictors, images, labels, args.profile)
+    for p in predictors.values():
+        p.close()
     return 0
+
+
+def op_kind(op_type):
+    for kind, names in OP_KINDS.items():
+        if any(op_type.endswith(n) or op_type.endswith(n + "V2") for n in names):
+            return kind
+    return "elementwise and other"
+
+
+def traced_op_seconds(predictor, images, labels):
+    """{kind of work: summed op seconds} of one traced attack run (TF step statistics; with
+    two cores two ops can overlap, so the kinds add up to more than the wall time)."""
+    import tensorflow as tf
+    tf1 = tf.compat.v1
+    metadata = tf1.RunMetadata()
+    predictor.session.run(predictor.attack_result, {predictor.images: images, predictor.labels: labels},
+                          options=tf1.RunOptions(trace_level=tf1.RunOptions.FULL_TRACE), run_metadata=metadata)
+    seconds = collections.Counter()
+    for device in metadata.step_stats.dev_stats:
+        for node in device.node_stats:
+            if " = " in node.timeline_label:
+                op_type = node.timeline_label.split(" = ", 1)[1].split("(", 1)[0].strip()
+                seconds[op_kind(op_type)] += node.all_end_rel_micros / 1e6
+    return seconds
+
+
+def profile_table(configs, predictors, images, labels, rounds):
+    """Where the time goes, by kind of work, and each kind's speed-up over float32: the ceiling
+    of a precision change is set by the kinds that dominate."""
+    traces = {c: [traced_op_seconds(predictors[c], images, labels) for _ in range(rounds)] for c in configs}
+    best = {c: {k: min(t[k] for t in runs) for k in list(OP_KINDS) + ["elementwise and other"]}
+            for c, runs in traces.items()}
+    print()
+    print("Op time by kind of work (best of {} traced runs; summed over ops, which overlap on two cores), "
+          "and the speed-up of each kind over float32:".format(rounds))
+    print()
+    kinds = list(OP_KINDS) + ["elementwise and other", "all ops"]
+    for times in best.values():
+        times["all ops"] = sum(times.values())
+    rows = []
+    for kind in kinds:
+        ref = best[REFERENCE][kind]
+        rows.append([kind] + ["{} ({:.0%}) x{:.2f}".format(common.fmt_seconds(best[c][kind]),
+                                                         best[c][kind] / best[c]["all ops"], ref / best[c][kind])
+                              for c in configs])
+    common.table(["kind of work"] + [c.label for c in configs], rows)
 
 
 if __name__ == "__main__":

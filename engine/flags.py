@@ -83,6 +83,9 @@ ATTACK_FLAGS = FieldFlags("attack (white-box PGD, SPEC Sec. 4)", {
     "--attack-seed": dict(field="seed", type=int, help="seed for targets and starts (repeatable results)"),
     "--attack-dtype": dict(field="compute_dtype", choices=sorted(HALF_DTYPES),
                            help="compute type of the attack steps (bfloat16/float16: the fast path)"),
+    "--attack-fold-bn": dict(field="fold_batch_norm", action="store_true",
+                             help="fold each conv's frozen BN into its weights in the attack steps (the same "
+                                  "function up to rounding, less elementwise work; part of the fast path)"),
 }, prefix="attack_", defaults=PGDAttacker)
 
 RECIPE_FLAGS = FieldFlags("training recipe (Feature Denoising, Sec. 5)", {

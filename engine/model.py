@@ -11,6 +11,7 @@ from tensorpack import ModelDesc
 from tensorpack.tfutils.summary import add_moving_summary
 
 from nets import Layout, logits
+from nets.layers import folded_batch_norm
 
 from .session import layout_scope
 
@@ -19,8 +20,9 @@ tf1 = tf.compat.v1
 
 def model_fn_for(spec, layout):
     """images [0, 255] -> logits with BN in inference mode: what attackers and evaluation call."""
-    def model_fn(image, dtype=tf.float32):
-        return logits(image, spec, layout, training=False, dtype=dtype)
+    def model_fn(image, dtype=tf.float32, fold_batch_norm=False):
+        with folded_batch_norm(fold_batch_norm):
+            return logits(image, spec, layout, training=False, dtype=dtype)
     return model_fn
 
 

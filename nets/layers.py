@@ -16,6 +16,7 @@ tf1 = tf.compat.v1
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
 _BN_GROUP_SIZE = contextvars.ContextVar("bn_group_size", default=0)
+_FOLD_BN = contextvars.ContextVar("fold_bn", default=False)
 
 
 @contextlib.contextmanager
@@ -30,6 +31,19 @@ def batch_norm_groups(group_size):
         _BN_GROUP_SIZE.reset(token)
 
 
+@contextlib.contextmanager
+def folded_batch_norm(enabled=True):
+    """Within this scope, an inference-mode conv -> BN is built as one conv with the BN scale
+    folded into its weights plus a per-channel bias: the same function (up to rounding), one
+    elementwise pass fewer each way, and a Conv2D + BiasAdd (+ ReLU) that TF's graph
+    optimizer fuses into one kernel. Training-mode BN (batch statistics) is never folded."""
+    token = _FOLD_BN.set(enabled)
+    try:
+        yield
+    finally:
+        _FOLD_BN.reset(token)
+
+
 def he_fan_out():
     """ResNet conv init: He normal, scale 2, fan_out (as in Tensorpack's ResNet example)."""
     return tf1.variance_scaling_initializer(scale=2.0, mode="fan_out", distribution="truncated_normal")
@@ -37,16 +51,23 @@ def he_fan_out():
 
 def conv2d(name, x, out_channels, kernel, layout, stride=1, groups=1, initializer=None):
     """SAME-padded conv without bias; `groups` > 1 makes a grouped (ResNeXt) conv."""
-    in_channels = layout.channels(x)
+    kernel_var = _conv_kernel(name, layout.channels(x), out_channels, kernel, groups, initializer)
+    return _convolve(x, kernel_var, layout, stride)
+
+
+def _conv_kernel(name, in_channels, out_channels, kernel, groups, initializer=None):
     if in_channels % groups or out_channels % groups:
         raise ValueError("{}: channels {} -> {} are not divisible by {} groups".format(
             name, in_channels, out_channels, groups))
     with tf1.variable_scope(name):
-        kernel_var = tf1.get_variable(
-            "W", [kernel, kernel, in_channels // groups, out_channels],
-            initializer=initializer or he_fan_out())
+        return tf1.get_variable("W", [kernel, kernel, in_channels // groups, out_channels],
+                                initializer=initializer or he_fan_out())
+
+
+def _convolve(x, kernel, layout, stride):
+    """x (any float type) with a float32 kernel, cast to x's type."""
     strides = [1, stride, stride, 1] if layout.channels_last else [1, 1, stride, stride]
-    return tf.nn.conv2d(x, tf.cast(kernel_var, x.dtype), strides, "SAME", data_format=layout.data_format)
+    return tf.nn.conv2d(x, tf.cast(kernel, x.dtype), strides, "SAME", data_format=layout.data_format)
 
 
 def batch_norm(name, x, layout, training, zero_init=False):
@@ -56,15 +77,7 @@ def batch_norm(name, x, layout, training, zero_init=False):
     exactly when this forward pass runs, and never when BN is built with training=False
     (as the attacker does).
     """
-    channels = layout.channels(x)
-    with tf1.variable_scope(name):
-        gamma = tf1.get_variable("gamma", [channels], initializer=tf1.zeros_initializer() if zero_init
-                                 else tf1.ones_initializer())
-        beta = tf1.get_variable("beta", [channels], initializer=tf1.zeros_initializer())
-        moving_mean = tf1.get_variable("mean/EMA", [channels], initializer=tf1.zeros_initializer(),
-                                       trainable=False)
-        moving_var = tf1.get_variable("variance/EMA", [channels], initializer=tf1.ones_initializer(),
-                                      trainable=False)
+    gamma, beta, moving_mean, moving_var = _bn_variables(name, layout.channels(x), zero_init)
     if not training:
         return _normalize(x, moving_mean, moving_var, gamma, beta, layout)
     group_size = _BN_GROUP_SIZE.get()
@@ -74,6 +87,25 @@ def batch_norm(name, x, layout, training, zero_init=False):
     mean, var = tf.nn.moments(tf.cast(x, tf.float32), axes)
     out = _normalize(x, mean, var, gamma, beta, layout)
     return _with_ema_update(out, moving_mean, moving_var, mean, var)
+
+
+def _bn_variables(name, channels, zero_init):
+    """(gamma, beta, mean/EMA, variance/EMA) of the BN scope `name`."""
+    with tf1.variable_scope(name):
+        gamma = tf1.get_variable("gamma", [channels], initializer=tf1.zeros_initializer() if zero_init
+                                 else tf1.ones_initializer())
+        beta = tf1.get_variable("beta", [channels], initializer=tf1.zeros_initializer())
+        moving_mean = tf1.get_variable("mean/EMA", [channels], initializer=tf1.zeros_initializer(),
+                                       trainable=False)
+        moving_var = tf1.get_variable("variance/EMA", [channels], initializer=tf1.ones_initializer(),
+                                      trainable=False)
+    return gamma, beta, moving_mean, moving_var
+
+
+def _inference_affine(moving_mean, moving_var, gamma, beta):
+    """Inference-mode BN as y = x * scale + shift (float32, per channel)."""
+    scale = gamma * tf.math.rsqrt(moving_var + BN_EPSILON)
+    return scale, beta - moving_mean * scale
 
 
 def _with_ema_update(out, moving_mean, moving_var, mean, var):
@@ -105,8 +137,7 @@ def _group_batch_norm(x, group_size, moving_mean, moving_var, gamma, beta, layou
 
 def _normalize(x, mean, var, gamma, beta, layout):
     """x * scale + shift, per channel, in x's dtype (statistics are always float32)."""
-    scale = gamma * tf.math.rsqrt(var + BN_EPSILON)
-    shift = beta - mean * scale
+    scale, shift = _inference_affine(mean, var, gamma, beta)
     shape = [1, 1, 1, -1] if layout.channels_last else [1, -1, 1, 1]
     return x * tf.cast(tf.reshape(scale, shape), x.dtype) + tf.cast(tf.reshape(shift, shape), x.dtype)
 
@@ -114,10 +145,24 @@ def _normalize(x, mean, var, gamma, beta, layout):
 def conv_bn(name, x, out_channels, kernel, layout, training, stride=1, groups=1, relu=True,
             zero_init=False):
     """conv -> BN (scope `<name>/bn`) -> optional ReLU: Tensorpack's `Conv2D(..., activation=BNReLU)`."""
-    x = conv2d(name, x, out_channels, kernel, layout, stride=stride, groups=groups)
-    with tf1.variable_scope(name):
-        x = batch_norm("bn", x, layout, training, zero_init=zero_init)
+    if not training and _FOLD_BN.get():
+        x = _folded_conv_bn(name, x, out_channels, kernel, layout, stride, groups, zero_init)
+    else:
+        x = conv2d(name, x, out_channels, kernel, layout, stride=stride, groups=groups)
+        with tf1.variable_scope(name):
+            x = batch_norm("bn", x, layout, training, zero_init=zero_init)
     return tf.nn.relu(x) if relu else x
+
+
+def _folded_conv_bn(name, x, out_channels, kernel, layout, stride, groups, zero_init):
+    """conv(x, W) * scale + shift computed as conv(x, W * scale) + shift (see folded_batch_norm),
+    with the same variables."""
+    kernel_var = _conv_kernel(name, layout.channels(x), out_channels, kernel, groups)
+    with tf1.variable_scope(name):
+        gamma, beta, moving_mean, moving_var = _bn_variables("bn", out_channels, zero_init)
+    scale, shift = _inference_affine(moving_mean, moving_var, gamma, beta)
+    y = _convolve(x, kernel_var * scale, layout, stride)     # scale runs along W's output axis (HWIO)
+    return tf.nn.bias_add(y, tf.cast(shift, y.dtype), data_format=layout.data_format)
 
 
 def max_pool(x, layout, size=3, stride=2):

@@ -127,3 +127,42 @@ def test_bn_groups_equal_separate_batches(data_format):
     for stat in ("mean", "variance"):
         expected = (ema["alone/bn0/{}/EMA".format(stat)] + ema["alone/bn1/{}/EMA".format(stat)]) / 2
         np.testing.assert_allclose(ema["grouped/bn/{}/EMA".format(stat)], expected, rtol=1e-5)
+
+
+# ---------------------------------------------------------------- BN folded into the conv weights
+
+def folded_and_plain(name, data_format, images, training=False):
+    """(logits, d logits[:, 0] / d image) of the same weights built with and without
+    folded_batch_norm, and the variables each graph created."""
+    from nets.layers import folded_batch_norm
+    spec = build_spec(name, 50, **{**TINY, **TINY_ARCHS[name]})
+
+    def build(layout, x, fold):
+        with folded_batch_norm(fold):
+            out = logits(x, spec, layout, training=training)
+        names = sorted((v.op.name, tuple(v.shape.as_list())) for v in tf1.global_variables())
+        return out, tf.gradients(out[:, 0], x)[0], tf.constant(repr(names))
+    return [run_graph(lambda layout, x: build(layout, x, fold), [images], data_format,
+                      init=lambda s: randomize_variables(s, seed=3)) for fold in (True, False)]
+
+
+@pytest.mark.parametrize("data_format", ["NHWC", pytest.param("NCHW", marks=pytest.mark.skipif(
+    not nchw_runs_here(), reason="NCHW needs a GPU or XLA"))])
+@pytest.mark.parametrize("name", ["ResNetDenoise", "ResNeXtDenoiseAll"])
+def test_folded_batch_norm_is_the_same_model(name, data_format):
+    """conv(x, W) * scale + shift == conv(x, W * scale) + shift: same variables, logits and input
+    gradient (ResNeXt: grouped convs with a bias, which the CPU graph optimizer must not break)."""
+    images = np.random.RandomState(2).uniform(0, 255, [3, 16, 16, 3]).astype(np.float32)
+    (out, grad, names), (out_ref, grad_ref, names_ref) = folded_and_plain(name, data_format, images)
+    assert names == names_ref
+    assert np.abs(out_ref).max() > 0 and np.abs(grad_ref).max() > 0
+    np.testing.assert_allclose(out, out_ref, rtol=1e-4, atol=1e-5 * np.abs(out_ref).max())
+    np.testing.assert_allclose(grad, grad_ref, rtol=1e-3, atol=1e-5 * np.abs(grad_ref).max())
+
+
+def test_training_mode_batch_norm_is_never_folded():
+    """Batch statistics cannot be folded: in training mode the scope changes nothing."""
+    images = np.random.RandomState(4).uniform(0, 255, [4, 16, 16, 3]).astype(np.float32)
+    (out, grad, _), (out_ref, grad_ref, _) = folded_and_plain("ResNet", "NHWC", images, training=True)
+    np.testing.assert_array_equal(out, out_ref)
+    np.testing.assert_array_equal(grad, grad_ref)

@@ -200,11 +200,13 @@ def test_unknown_implementation_is_an_error():
 
 # ---------------------------------------------------------------- the fast PGD path
 
-def tiny_attack(compute_dtype="float32", use_xla=False):
-    """PGD-3 adversarial images of a tiny ResNetDenoise (random weights), its variables created
-    inside the attack loop (as in training), and the logits of the result."""
+def tiny_attack(**attack_settings):
+    """PGD-3 adversarial images of a tiny ResNetDenoise (random weights, non-trivial BN
+    statistics), its variables created inside the attack loop (as in training), and the
+    logits of the result."""
     from attacker import PGDAttacker
-    from nets import build_spec, logits
+    from engine.model import model_fn_for
+    from nets import build_spec
     spec = build_spec("ResNetDenoise", 50, blocks=(1, 1, 1, 1), widths=(4, 4, 8, 8), stem="small", stem_width=8,
                       num_classes=7, image_size=16)
     rng = np.random.RandomState(11)
@@ -212,20 +214,31 @@ def tiny_attack(compute_dtype="float32", use_xla=False):
     labels = rng.randint(0, 7, [4]).astype(np.int32)
 
     def build(layout, image, label):
-        def model_fn(x, dtype=tf.float32):
-            return logits(x, spec, layout, training=False, dtype=dtype)
-        attacker = PGDAttacker(3, epsilon=16, num_classes=7, seed=1, compute_dtype=compute_dtype, use_xla=use_xla)
+        model_fn = model_fn_for(spec, layout)
+        attacker = PGDAttacker(3, epsilon=16, num_classes=7, seed=1, **attack_settings)
         adv, _ = attacker.perturb(image, label, model_fn)
         return adv, model_fn(adv)
     return run_graph(build, [images, labels], init=lambda s: randomize_variables(s, seed=2)), images
 
 
-@pytest.mark.slow
-def test_pgd_with_xla_is_the_float32_attack():
-    """--attack-xla compiles the whole PGD loop (about 8 s here) and attacks as float32 does."""
+@pytest.mark.parametrize("settings,tolerance", [
+    pytest.param(dict(fold_batch_norm=True), 1e-3, id="folded_bn"),
+    pytest.param(dict(use_xla=True), 1e-2, marks=pytest.mark.slow, id="xla"),     # compiles the loop: about 8 s
+])
+def test_same_function_variants_are_the_float32_attack(settings, tolerance):
+    """Folded BN and XLA compute the float32 attack's function: the same adversarial images."""
     (adv, out), images = tiny_attack()
-    (adv_xla, out_xla), _ = tiny_attack(use_xla=True)
+    (adv_variant, out_variant), _ = tiny_attack(**settings)
     assert np.abs(adv - images).max() > 0
     # a sign(gradient) can flip where the gradient is ~0: allow a few pixels to differ
-    assert np.mean(np.isclose(adv_xla, adv, atol=1e-3)) > 0.99
-    np.testing.assert_allclose(out_xla, out, rtol=1e-2, atol=1e-2 * np.abs(out).max())
+    assert np.mean(np.isclose(adv_variant, adv, atol=1e-3)) > 0.99
+    np.testing.assert_allclose(out_variant, out, rtol=tolerance, atol=tolerance * np.abs(out).max())
+
+
+def test_fast_pgd_path_stays_in_the_ball_and_mostly_agrees_with_float32():
+    """bfloat16 + folded BN: a valid attack whose steps mostly follow the float32 gradient's signs."""
+    (adv, _), images = tiny_attack()
+    (adv_fast, out_fast), _ = tiny_attack(compute_dtype="bfloat16", fold_batch_norm=True)
+    assert np.abs(adv_fast - images).max() <= 16 + 1e-3
+    assert adv_fast.min() >= 0 and adv_fast.max() <= 255 and np.all(np.isfinite(out_fast))
+    assert np.mean(np.isclose(adv_fast, adv, atol=1e-3)) > 0.8

@@ -146,3 +146,16 @@ def test_recipe_schedule_is_the_papers():
     assert PUBLISHED.warmup_schedule(1024, 100) == [(0, 0.1), (500, pytest.approx(0.4))]
     assert PUBLISHED.evals_at(1) == [0, 10] and PUBLISHED.evals_at(20) == [0, 10, 50, 100]
     assert PUBLISHED.evals_at(30) == [0, 10, 100] and PUBLISHED.evals_at(110) == [0, 10, 50, 100]
+
+
+def test_attack_flags_reach_the_attacker():
+    """Every attack flag sets its PGDAttacker field; without flags the attacker's own defaults hold."""
+    from attacker import PGDAttacker
+    from engine.flags import attacker_from_args
+    default = attacker_from_args(main.build_parser().parse_args(["--eval"]), num_classes=10, iterations=5)
+    assert default == PGDAttacker(5, num_classes=10)
+    args = main.build_parser().parse_args(["--eval", "--attack-dtype", "bfloat16", "--attack-fold-bn", "--attack-xla",
+                                           "--attack-epsilon", "8", "--untargeted"])
+    fast = attacker_from_args(args, num_classes=10, iterations=5)
+    assert (fast.compute_dtype, fast.fold_batch_norm, fast.use_xla, fast.epsilon, fast.targeted) == (
+        "bfloat16", True, True, 8.0, False)
