@@ -84,7 +84,7 @@ ATTACK_FLAGS = FieldFlags("attack (white-box PGD, SPEC Sec. 4)", {
     "--attack-dtype": dict(field="compute_dtype", choices=sorted(HALF_DTYPES),
                            help="compute type of the attack steps (bfloat16/float16: the fast path)"),
     "--attack-fold-bn": dict(field="fold_batch_norm", action="store_true",
-                             help="fold each conv's frozen BN into its weights in the attack steps (the same "
+                             help="fold each backbone conv's frozen BN into its weights in the attack steps (the same "
                                   "function up to rounding, less elementwise work; part of the fast path)"),
 }, prefix="attack_", defaults=PGDAttacker)
 
