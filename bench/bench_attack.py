@@ -48,10 +48,12 @@ REFERENCE = Config()
 CONFIGS = (REFERENCE, Config(fold=True), Config(xla=True), Config("bfloat16"), Config("bfloat16", fold=True),
            Config("bfloat16", xla=True), Config("float16"), Config("float16", fold=True), Config("float16", xla=True))
 
-# op types of a TF CPU trace, by kind of work (anything else: "elementwise and other")
+# op types of a TF CPU trace, by kind of work (anything else: OTHER_WORK)
 OP_KINDS = {"matrix products (non-local)": ("Einsum", "BatchMatMul", "MatMul"),
             "convolutions, forward": ("Conv2D",),
             "convolutions, input gradient": ("Conv2DBackpropInput",)}
+OTHER_WORK = "elementwise and other"
+KINDS_OF_WORK = tuple(OP_KINDS) + (OTHER_WORK,)
 
 
 def half_precision_in_hardware():
@@ -67,21 +69,26 @@ DEMO_SPEC = dict(blocks=(1, 1, 1, 1), widths=(16, 32, 64, 128), stem="small", st
                  image_size=32)
 
 
+def predictor_for(args, spec, config):
+    """The evaluation graph (PGD from the flags, then the final classification) of one
+    configuration, with --load's weights if given."""
+    from attacker import PGDAttacker
+    from engine.predictor import Predictor
+    attacker = PGDAttacker(args.attack_iter, epsilon=args.epsilon, num_classes=spec.num_classes,
+                           seed=args.attack_seed, **config.attacker_settings())
+    return Predictor(spec, "NHWC", args.load, attacker=attacker)
+
+
 def evaluate_trained(args, spec, configs):
     """Robustness and speed of each configuration on the same trained model and images."""
-    from attacker import PGDAttacker
     from attacker.metrics import Counts
     from data import build_eval_dataflow
-    from engine.predictor import Predictor
     flow = build_eval_dataflow(args.data, args.batch, image_size=spec.image_size, workers=1)
     flow.reset_state()
     batches = [(images, labels) for images, labels in flow]
-    predictors = {}
-    for c in configs:
-        attacker = PGDAttacker(args.attack_iter, epsilon=args.epsilon, num_classes=spec.num_classes,
-                               seed=args.attack_seed, **c.attacker_settings())
-        predictors[c] = Predictor(spec, "NHWC", args.load, attacker=attacker)
-        predictors[c].attack(*batches[0])                  # build, compile, warm up
+    predictors = {c: predictor_for(args, spec, c) for c in configs}
+    for predictor in predictors.values():
+        predictor.attack(*batches[0])                  # build, compile, warm up
 
     def one_pass(predictor):
         counts = Counts()
@@ -114,8 +121,6 @@ def evaluate_trained(args, spec, configs):
 
 def main(argv=None):
     import numpy as np
-    from attacker import PGDAttacker
-    from engine.predictor import Predictor
     from nets import build_spec
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", default="ResNetDenoise")
@@ -168,11 +173,7 @@ def main(argv=None):
     rng = np.random.RandomState(0)
     images = rng.randint(0, 256, [args.batch, args.image_size, args.image_size, 3]).astype(np.uint8)
     labels = rng.randint(0, spec.num_classes, [args.batch]).astype(np.int32)
-    predictors = {}
-    for c in configs:
-        attacker = PGDAttacker(args.attack_iter, epsilon=args.epsilon, num_classes=spec.num_classes,
-                               seed=args.attack_seed, **c.attacker_settings())
-        predictors[c] = Predictor(spec, "NHWC", attacker=attacker)
+    predictors = {c: predictor_for(args, spec, c) for c in configs}
     timing = common.interleaved({c: (lambda p=p: p.attack(images, labels)) for c, p in predictors.items()},
                                 warmup=args.warmup, rounds=args.rounds)
     flops = model_flops(spec).evaluation(args.attack_iter)
@@ -199,7 +200,7 @@ def op_kind(op_type):
     for kind, names in OP_KINDS.items():
         if any(op_type.endswith(n) or op_type.endswith(n + "V2") for n in names):
             return kind
-    return "elementwise and other"
+    return OTHER_WORK
 
 
 def traced_op_seconds(predictor, images, labels):
@@ -223,17 +224,15 @@ def profile_table(configs, predictors, images, labels, rounds):
     """Where the time goes, by kind of work, and each kind's speed-up over float32: the ceiling
     of a precision change is set by the kinds that dominate."""
     traces = {c: [traced_op_seconds(predictors[c], images, labels) for _ in range(rounds)] for c in configs}
-    best = {c: {k: min(t[k] for t in runs) for k in list(OP_KINDS) + ["elementwise and other"]}
-            for c, runs in traces.items()}
+    best = {c: {k: min(t[k] for t in runs) for k in KINDS_OF_WORK} for c, runs in traces.items()}
+    for times in best.values():
+        times["all ops"] = sum(times.values())
     print()
     print("Op time by kind of work (best of {} traced runs; summed over ops, which overlap on two cores), "
           "and the speed-up of each kind over float32:".format(rounds))
     print()
-    kinds = list(OP_KINDS) + ["elementwise and other", "all ops"]
-    for times in best.values():
-        times["all ops"] = sum(times.values())
     rows = []
-    for kind in kinds:
+    for kind in KINDS_OF_WORK + ("all ops",):
         ref = best[REFERENCE][kind]
         rows.append([kind] + ["{} ({:.0%}) x{:.2f}".format(common.fmt_seconds(best[c][kind]),
                                                          best[c][kind] / best[c]["all ops"], ref / best[c][kind])

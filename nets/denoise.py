@@ -483,35 +483,37 @@ class WindowOps:
         """[term(0), term(1), ...] concatenated on the channel axis, one offset after the other."""
         return tf.concat(self._chain(lambda k, _: term(k)), self.layout.channel_axis)
 
-    def _channel_sum(self, a, b):
-        return tf.reduce_sum(a * b, axis=self.layout.channel_axis, keepdims=True)
+    def _correlate(self, a, padded_b):
+        """[sum_c a * S_k(b)]_k on the channel axis: one channel per offset."""
+        return self._sequential_concat(lambda k: tf.reduce_sum(
+            a * self._shift(padded_b, k), axis=self.layout.channel_axis, keepdims=True))
+
+    def _gather(self, w, padded_x):
+        """sum_k w[k] * S_k(x)."""
+        return self._sequential_sum(lambda k: self._part(w, k) * self._shift(padded_x, k))
+
+    def _scatter(self, w, a):
+        """sum_k S_k^T(w[k] * a), the adjoint of _gather in x and of _correlate in b."""
+        return self._sequential_sum(lambda k: self._shift(self._pad(self._part(w, k) * a), k, opposite=True))
 
     def affinity(self, theta, phi):
         @tf.custom_gradient
         def run(theta, phi):
             padded_phi = self._pad(phi)
-            result = self._sequential_concat(lambda k: self._channel_sum(theta, self._shift(padded_phi, k)))
 
             def grad(d_affinity):
-                d_theta = self._sequential_sum(lambda k: self._part(d_affinity, k) * self._shift(padded_phi, k))
-                d_phi = self._sequential_sum(
-                    lambda k: self._shift(self._pad(self._part(d_affinity, k) * theta), k, opposite=True))
-                return d_theta, d_phi
-            return result, grad
+                return self._gather(d_affinity, padded_phi), self._scatter(d_affinity, theta)
+            return self._correlate(theta, padded_phi), grad
         return run(theta, phi)
 
     def weighted_sum(self, weights, x):
         @tf.custom_gradient
         def run(weights, x):
             padded_x = self._pad(x)
-            y = self._sequential_sum(lambda k: self._part(weights, k) * self._shift(padded_x, k))
 
             def grad(dy):
-                d_weights = self._sequential_concat(lambda k: self._channel_sum(dy, self._shift(padded_x, k)))
-                d_x = self._sequential_sum(
-                    lambda k: self._shift(self._pad(self._part(weights, k) * dy), k, opposite=True))
-                return d_weights, d_x
-            return y, grad
+                return self._correlate(dy, padded_x), self._scatter(weights, dy)
+            return self._gather(weights, padded_x), grad
         return run(weights, x)
 
 

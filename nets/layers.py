@@ -102,10 +102,10 @@ def _bn_variables(name, channels, zero_init):
     return gamma, beta, moving_mean, moving_var
 
 
-def _inference_affine(moving_mean, moving_var, gamma, beta):
-    """Inference-mode BN as y = x * scale + shift (float32, per channel)."""
-    scale = gamma * tf.math.rsqrt(moving_var + BN_EPSILON)
-    return scale, beta - moving_mean * scale
+def _bn_affine(mean, var, gamma, beta):
+    """BN with the given statistics as y = x * scale + shift (float32, per channel)."""
+    scale = gamma * tf.math.rsqrt(var + BN_EPSILON)
+    return scale, beta - mean * scale
 
 
 def _with_ema_update(out, moving_mean, moving_var, mean, var):
@@ -126,8 +126,7 @@ def _group_batch_norm(x, group_size, moving_mean, moving_var, gamma, beta, layou
     axes = [1] + [a + 1 for a in layout.spatial_axes]
     mean, var = tf.nn.moments(tf.cast(grouped, tf.float32), axes, keepdims=True)      # [G, 1, ..C.., 1]
     per_channel = [1, 1, 1, 1, -1] if layout.channels_last else [1, 1, -1, 1, 1]
-    scale = tf.reshape(gamma, per_channel) * tf.math.rsqrt(var + BN_EPSILON)
-    shift = tf.reshape(beta, per_channel) - mean * scale
+    scale, shift = _bn_affine(mean, var, tf.reshape(gamma, per_channel), tf.reshape(beta, per_channel))
     out = tf.reshape(grouped * tf.cast(scale, x.dtype) + tf.cast(shift, x.dtype), shape)
     channel_axis = layout.channel_axis + 1
     reduce_axes = [a for a in range(5) if a != channel_axis]
@@ -137,7 +136,7 @@ def _group_batch_norm(x, group_size, moving_mean, moving_var, gamma, beta, layou
 
 def _normalize(x, mean, var, gamma, beta, layout):
     """x * scale + shift, per channel, in x's dtype (statistics are always float32)."""
-    scale, shift = _inference_affine(mean, var, gamma, beta)
+    scale, shift = _bn_affine(mean, var, gamma, beta)
     shape = [1, 1, 1, -1] if layout.channels_last else [1, -1, 1, 1]
     return x * tf.cast(tf.reshape(scale, shape), x.dtype) + tf.cast(tf.reshape(shift, shape), x.dtype)
 
@@ -160,7 +159,7 @@ def _folded_conv_bn(name, x, out_channels, kernel, layout, stride, groups, zero_
     kernel_var = _conv_kernel(name, layout.channels(x), out_channels, kernel, groups)
     with tf1.variable_scope(name):
         gamma, beta, moving_mean, moving_var = _bn_variables("bn", out_channels, zero_init)
-    scale, shift = _inference_affine(moving_mean, moving_var, gamma, beta)
+    scale, shift = _bn_affine(moving_mean, moving_var, gamma, beta)
     y = _convolve(x, kernel_var * scale, layout, stride)     # scale runs along W's output axis (HWIO)
     return tf.nn.bias_add(y, tf.cast(shift, y.dtype), data_format=layout.data_format)
 
