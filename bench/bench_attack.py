@@ -96,9 +96,11 @@ def evaluate_trained(args, spec, configs):
             result = predictor.attack(images, labels)
             counts = counts + Counts.from_batch(result.correct_top1, result.correct_top5, result.hit)
         return counts
-    counts = {}
-    timing = common.interleaved({c: (lambda p=p, c=c: counts.__setitem__(c, one_pass(p)))
-                                 for c, p in predictors.items()}, warmup=0, rounds=args.rounds)
+    counts = {c: Counts() for c in configs}            # summed over the rounds: each pass draws new targets and starts
+
+    def count_pass(c):
+        counts[c] = counts[c] + one_pass(predictors[c])
+    timing = common.interleaved({c: (lambda c=c: count_pass(c)) for c in configs}, warmup=0, rounds=args.rounds)
     for p in predictors.values():
         p.close()
     images = sum(len(labels) for _, labels in batches)
@@ -114,9 +116,11 @@ def evaluate_trained(args, spec, configs):
                      "x{:.2f}".format(min(base.seconds) / min(t.seconds))])
     common.table(["attack compute", "top-1 error %", "vs float32", "attack success %", "vs float32", "images/s",
                   "speedup (median)", "speedup (best)"], rows)
-    print("{} validation images of {}; PGD-{}, epsilon {:g}, seed {}: the same targets and random starts in every "
-          "configuration (per-image outcomes differ only through the compute precision)".format(
-              images, args.data, args.attack_iter, args.epsilon, args.attack_seed))
+    attacked = images * args.rounds
+    print("{} validation images of {} attacked once per round: {} attacks per configuration (one attack is {:.2f} "
+          "points); PGD-{}, epsilon {:g}, seed {}: each round draws new targets and random starts, the same in every "
+          "configuration (per-image outcomes differ only through the compute)".format(
+              images, args.data, attacked, 100.0 / attacked, args.attack_iter, args.epsilon, args.attack_seed))
 
 
 def main(argv=None):
@@ -155,7 +159,8 @@ def main(argv=None):
         common.header("PGD-{} robustness and speed of a trained model, {}, batch {}".format(
             args.attack_iter, args.arch, args.batch), notes=[
             "model {}; each configuration evaluates the whole val set once per round ({} rounds, alternating) "
-            "after building and warming up on one batch; images/s from the median pass".format(args.load, args.rounds),
+            "after building and warming up on one batch; errors and success rates over all rounds; images/s from the "
+            "median pass".format(args.load, args.rounds),
             "half precision in this machine's hardware: " + ", ".join(
                 "{} {}".format(d, "yes" if v else "no") for d, v in native.items())])
         evaluate_trained(args, spec, configs)
