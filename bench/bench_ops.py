@@ -54,7 +54,7 @@ def build_step(op_name, channels, size, batch, formulation, data_format="NHWC", 
 def open_step(op_name, channels, size, batch, formulation, **kw):
     import tensorflow as tf
     graph, fetches, init = build_step(op_name, channels, size, batch, formulation, **kw)
-    session = tf.compat.v1.Session(graph=graph, config=common.session_config())
+    session = tf.compat.v1.Session(graph=graph)
     session.run(init)
     return session, fetches
 

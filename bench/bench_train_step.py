@@ -101,7 +101,7 @@ def main(argv=None):
     runs, sessions, specs = {}, [], {}
     for arch, k, formulation in configs:
         graph, fetch, init, spec = build_train_step(arch, args.depth, args.batch, k, formulation, args.image_size)
-        session = tf.compat.v1.Session(graph=graph, config=common.session_config())
+        session = tf.compat.v1.Session(graph=graph)
         session.run(init)
         sessions.append(session)
         specs[arch] = spec

@@ -119,20 +119,6 @@ class Timing:
         return "{:.3g}..{:.3g}".format(min(self.seconds), max(self.seconds))
 
 
-def time_runs(run, warmup=1, repeats=3, min_seconds=0.0):
-    """Call `run()` `warmup` times, then at least `repeats` times (and until `min_seconds` of
-    measurement); returns a Timing of the measured calls."""
-    for _ in range(warmup):
-        run()
-    seconds = []
-    start = time.perf_counter()
-    while len(seconds) < repeats or time.perf_counter() - start < min_seconds:
-        t = time.perf_counter()
-        run()
-        seconds.append(time.perf_counter() - t)
-    return Timing(seconds)
-
-
 def interleaved(runs, warmup=1, rounds=3):
     """Time several configurations in alternation (A B A B ...), so that load changes on the
     machine hit all of them alike; returns {name: Timing}."""
@@ -183,11 +169,3 @@ def fmt_bytes(n):
 
 def fmt_seconds(s):
     return "{:.1f} ms".format(s * 1e3) if s < 1 else "{:.2f} s".format(s)
-
-
-def session_config(threads=0):
-    import tensorflow as tf
-    config = tf.compat.v1.ConfigProto()
-    if threads:
-        config.intra_op_parallelism_threads = threads
-    return config
