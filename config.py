@@ -1,7 +1,10 @@
-"""The published training recipe (Feature Denoising, Sec. 5; SPEC Sec. 5), one object.
+"""Every default in one place: the published training recipe (Feature Denoising, Sec. 5;
+docs/FACTS.md Sec. 5) and the defaults of the command-line tools.
 
-Flags override these fields; tests and the README read the same object.
+Flags override these fields; main.py, tools/ (the data server among them), bench/, the tests and the README
+read the same objects.
 """
+import os
 from dataclasses import dataclass
 from typing import Tuple
 
@@ -20,10 +23,12 @@ class Recipe:
     lr_decay_factor: float = 0.1
     warmup_epochs: int = 5                  # linear warm-up from warmup_start_lr, when base LR > it
     warmup_start_lr: float = 0.1
+    attack: str = "pgd"                     # the training attack (a name in attacker.ATTACKS)
     attack_iterations: int = 30             # PGD-30 in training; 0 = clean training
     attack_prob_start_from_clean: float = 0.2
-    # (attack iterations, every k epochs) evaluated during training; all of them also after the last epoch
-    eval_schedule: Tuple[Tuple[int, int], ...] = ((0, 1), (10, 1), (50, 20), (100, 10))
+    # (attack, every k epochs) evaluated during training; all of them also after the last epoch.
+    # An attack is NAME or NAME@ITERATIONS (attacker.parse_attack); a bare number N is PGD-N.
+    eval_schedule: Tuple[Tuple[str, int], ...] = (("clean", 1), ("pgd@10", 1), ("pgd@50", 20), ("pgd@100", 10))
 
     def base_lr(self, total_batch):
         return self.base_lr_per_256 * total_batch / 256.0
@@ -45,10 +50,27 @@ class Recipe:
         return [(0, self.warmup_start_lr), (self.warmup_epochs * steps_per_epoch, base)]
 
     def evals_at(self, epoch):
-        """Attack lengths to evaluate after `epoch` (1-based): the schedule, or all after the last."""
+        """Attacks to evaluate after `epoch` (1-based): the schedule, or all after the last."""
         if epoch >= self.epochs:
-            return [iterations for iterations, _ in self.eval_schedule]
-        return [iterations for iterations, every in self.eval_schedule if epoch % every == 0]
+            return [attack for attack, _ in self.eval_schedule]
+        return [attack for attack, every in self.eval_schedule if epoch % every == 0]
 
 
 PUBLISHED = Recipe()
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """Defaults of the command-line tools that are not part of the recipe."""
+    eval_attack: str = "pgd"                # --eval's attack: the paper's targeted PGD ...
+    eval_attack_iterations: int = 10        # ... with 10 iterations, its headline evaluation
+    image_size: int = 224                   # the network input, the training crop
+    max_workers: int = 32                   # image decoding: the CPU count, at most this many
+    data_server_hwm: int = 50               # ZMQ high-water mark of the data server, in batches
+
+    def workers(self):
+        """Image decoding processes/threads per rank when --workers is not given."""
+        return max(1, min(self.max_workers, os.cpu_count() or 1))
+
+
+DEFAULTS = Defaults()

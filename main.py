@@ -4,9 +4,13 @@
     horovodrun -np 8 python main.py --train --data IMAGENET --arch ResNetDenoise -d 152
     python main.py --eval --data IMAGENET --load R152-Denoise.npz --arch ResNetDenoise -d 152 --attack-iter 100
     python main.py --eval-directory DIR --load W.npz --arch ResNetDenoise -d 152 --prediction-file P
+
+`--import MODULE` (repeatable) imports a module first, so that the denoising operations,
+attacks and architectures it registers can be named like the built-in ones.
 """
 import argparse
 import dataclasses
+import importlib
 import logging
 import os
 import sys
@@ -14,31 +18,40 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-EVAL_ATTACK_ITERATIONS = 10     # the paper's headline evaluation: PGD-10
+
+def import_plugins(argv):
+    """Import every `--import MODULE` of argv (before the parser reads the registries)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--import", dest="modules", action="append", default=[])
+    for module in pre.parse_known_args(argv)[0].modules:
+        importlib.import_module(module)
 
 
 def build_parser():
-    from config import PUBLISHED
-    from engine.flags import add_attack_arguments, add_model_arguments, add_recipe_arguments
+    from config import DEFAULTS, PUBLISHED
+    from engine.flags import RECIPE_FLAGS, add_attack_arguments, add_model_arguments
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--train", action="store_true", help="adversarial training (Horovod under horovodrun)")
     mode.add_argument("--eval", action="store_true", help="white-box evaluation of the validation set")
     mode.add_argument("--eval-directory", metavar="DIR",
                       help="black-box mode: classify every image in DIR, write filename,label lines")
+    parser.add_argument("--import", dest="modules", action="append", default=[], metavar="MODULE",
+                        help="import MODULE first (it may register operations, attacks, architectures)")
     parser.add_argument("--data", help="ImageNet-layout root: train/<class>/, val/<class>/ or val/ + val.txt")
     parser.add_argument("--batch", type=int, default=PUBLISHED.batch_per_gpu,
                         help="images per batch and process (per GPU in training; default %(default)s)")
-    parser.add_argument("--workers", type=int, default=2, help="image decoding processes/threads per rank")
+    parser.add_argument("--workers", type=int, default=DEFAULTS.workers(),
+                        help="image decoding processes/threads per rank (default: the CPU count, %(default)s)")
     add_model_arguments(parser)
     add_attack_arguments(parser)
-    add_recipe_arguments(parser)
+    RECIPE_FLAGS.add_to(parser)
     training = parser.add_argument_group("training")
     training.add_argument("--logdir", help="log and checkpoint directory (default: named after the settings)")
     training.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --logdir")
     training.add_argument("--starting-epoch", type=int, help="epoch to start at when --load gives a checkpoint")
     training.add_argument("--data-server", metavar="ADDR",
-                          help="receive training batches from 'python -m data.serve' at this ZMQ address")
+                          help="receive training batches from 'python -m tools.serve_data' at this ZMQ address")
     evaluation = parser.add_argument_group("evaluation")
     evaluation.add_argument("--result-file", help="write the metrics and settings as JSON")
     blackbox = parser.add_argument_group("black-box mode")
@@ -49,7 +62,8 @@ def build_parser():
 
 def run_train(args, parser):
     from engine.distributed import init_world
-    from engine.flags import attack_settings_from_args, data_format_from_args, recipe_from_args, spec_from_args
+    from engine.flags import (build_options_from_args, execution_from_args, recipe_from_args, schedule_attacks,
+                              spec_from_args, training_attack_from_args)
     from engine.train import TrainJob, default_logdir, train
     if not args.data:
         parser.error("--train needs --data (the root holding train/ and val/; with --data-server it still "
@@ -57,83 +71,78 @@ def run_train(args, parser):
     world = init_world()
     spec = spec_from_args(args)
     recipe = recipe_from_args(args, args.batch)
-    settings = attack_settings_from_args(args)
-    logdir = args.logdir or default_logdir(spec, args.arch, args.depth, recipe, settings["epsilon"],
+    attack = training_attack_from_args(args, recipe)
+    logdir = args.logdir or default_logdir(spec, args.arch, args.depth, recipe, attack,
                                            recipe.batch_per_gpu * world.size)
-    job = TrainJob(data=args.data, logdir=logdir, data_format=data_format_from_args(args), attack_settings=settings,
+    job = TrainJob(data=args.data, logdir=logdir, options=build_options_from_args(args), attack=attack,
+                   eval_attacks=schedule_attacks(recipe, args), execution=execution_from_args(args),
                    workers=args.workers, load=args.load, ignore_mismatch=args.ignore_mismatch,
                    starting_epoch=args.starting_epoch, resume=args.resume, data_server=args.data_server)
     train(spec, recipe, job, world)
 
 
 def run_eval(args, parser):
-    """White-box evaluation at each --attack-iter length (a comma list: one pass each over the
-    same images; paper Fig. 6 plots error against PGD iterations)."""
+    """White-box evaluation under each attack (--attack at each --attack-iter length: one pass
+    each over the same images; paper Fig. 6 plots error against PGD iterations)."""
     if not args.load:
         parser.error("--eval needs --load (a .npz file or a checkpoint to evaluate)")
     if not args.data:
         parser.error("--eval needs --data (the root holding val/)")
     from engine.distributed import init_world
-    from engine.evaluate import (attack_name, curve_record, point_record, print_curve, print_result, result_record,
-                                 write_json)
-    from engine.flags import attack_iteration_list, attack_settings_from_args, spec_from_args
+    from engine.evaluate import point_record, print_result, print_table, result_record, write_json
+    from engine.flags import eval_attacks_from_args, spec_from_args
     world = init_world()
     spec = spec_from_args(args)
-    lengths = attack_iteration_list(args, EVAL_ATTACK_ITERATIONS)
+    attacks = eval_attacks_from_args(args)
     points = []
-    for iterations in lengths:
-        if world.is_chief and len(lengths) > 1:
-            print("== {} ==".format(attack_name(iterations)), flush=True)
+    for attack in attacks:
+        if world.is_chief and len(attacks) > 1:
+            print("== {} ==".format(attack.label), flush=True)
         start = time.time()
-        counts = evaluate_one_length(args, spec, world, iterations)
+        counts = evaluate_attack(args, spec, world, attack)
         if world.is_chief:
             print_result(counts)
-        points.append(point_record(counts, iterations, time.time() - start))
+        points.append(point_record(counts, attack, time.time() - start))
     if not world.is_chief:
         return
     if len(points) > 1:
-        print_curve(points)
+        print_table(points)
     if args.result_file:
         model = dict(arch=args.arch, depth=args.depth, load=args.load, spec=dataclasses.asdict(spec))
-        settings = attack_settings_from_args(args)
-        record = curve_record(points, settings, model) if len(points) > 1 else \
-            result_record(counts, lengths[0], settings, model)
-        write_json(record, args.result_file)
+        write_json(result_record(points, model), args.result_file)
         print("wrote {}".format(args.result_file))
 
 
-def evaluate_one_length(args, spec, world, iterations):
-    """Counts of one pass over this rank's validation shard (summed over ranks) under PGD with
-    `iterations` steps; a fresh dataflow and predictor, so passes do not share state."""
+def evaluate_attack(args, spec, world, attack):
+    """Counts of one pass over this rank's validation shard (summed over ranks) under `attack`;
+    a fresh dataflow and predictor, so passes do not share state."""
     from data import build_eval_dataflow
-    from engine.distributed import sum_across_ranks_fn
-    from engine.evaluate import attack_name, evaluate
-    from engine.flags import attacker_from_args, data_format_from_args
+    from engine.evaluate import evaluate
+    from engine.flags import build_options_from_args, execution_from_args
     from engine.predictor import Predictor
     dataflow = build_eval_dataflow(args.data, args.batch, image_size=spec.image_size, workers=args.workers,
                                    shard_index=world.rank, num_shards=world.size)
-    attacker = attacker_from_args(args, spec.num_classes, iterations)
-    predictor = Predictor(spec, data_format_from_args(args), args.load, args.ignore_mismatch, attacker=attacker,
-                          gpu_index=world.local_rank)
+    predictor = Predictor(spec, build_options_from_args(args), args.load, args.ignore_mismatch, attack=attack,
+                          gpu_index=world.local_rank, execution=execution_from_args(args))
     if predictor.load_message:
         logging.warning("loaded with --ignore-mismatch: %s", predictor.load_message)
     dataflow.reset_state()
     try:
-        return evaluate(predictor, dataflow, sum_across_ranks_fn(world), show_progress=world.is_chief,
-                        description=attack_name(iterations))
+        return evaluate(predictor, dataflow, world.sum, show_progress=world.is_chief,
+                        description=attack.label)
     finally:
         predictor.close()
 
 
 def run_eval_directory(args, parser):
     from engine.blackbox import classify_files, list_image_files, write_predictions
-    from engine.flags import data_format_from_args, spec_from_args
+    from engine.flags import build_options_from_args, spec_from_args
     from engine.predictor import Predictor
     if not args.load:
         parser.error("--eval-directory needs --load W.npz (the weights to classify with)")
     names = list_image_files(args.eval_directory)
     spec = spec_from_args(args)
-    predictor = Predictor(spec, data_format_from_args(args), args.load, ignore_mismatch=args.ignore_mismatch)
+    predictor = Predictor(spec, build_options_from_args(args), args.load, ignore_mismatch=args.ignore_mismatch)
     if predictor.load_message:
         logging.warning("loaded with --ignore-mismatch: %s", predictor.load_message)
     logits = classify_files(predictor, args.eval_directory, names, args.batch)
@@ -144,17 +153,19 @@ def run_eval_directory(args, parser):
 
 def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
     from data.errors import DataError
     try:
+        import_plugins(argv)
+        parser = build_parser()
+        args = parser.parse_args(argv)
         if args.train:
             run_train(args, parser)
         elif args.eval:
             run_eval(args, parser)
         else:
             run_eval_directory(args, parser)
-    except (ValueError, KeyError, FileNotFoundError, RuntimeError, DataError) as error:
+    except (ValueError, KeyError, FileNotFoundError, RuntimeError, DataError, ImportError) as error:
         print("error: {}".format(error.args[0] if error.args else error), file=sys.stderr)
         return 2
     return 0

@@ -1,12 +1,11 @@
-"""Attackers: (image, label, model_fn) -> adversarial image. Nothing here knows the network."""
-from .base import AttackResult, NoOpAttacker, outcome
-from .pgd import PGDAttacker, attack_loss, random_wrong_target, step_size_for
+"""Attacks: (images, labels, Model) -> adversarial images and outcomes. Nothing here knows
+which network it attacks. Importing the package registers every attack module below."""
+from . import pgd  # noqa: F401  (registration)
+from .base import (ATTACKS, Attack, AttackResult, Model, build_attack, monitor_key, outcome, parse_attack,
+                   register_attack, setting_names)
+from .losses import LOSSES, attack_loss
+from .pgd import PGD, random_wrong_target, step_size_for
 
-
-def build_attacker(iterations, **settings):
-    """`--attack-iter 0` means clean images; otherwise PGD with the given settings."""
-    return NoOpAttacker() if iterations == 0 else PGDAttacker(iterations, **settings)
-
-
-__all__ = ["AttackResult", "NoOpAttacker", "PGDAttacker", "attack_loss", "build_attacker", "outcome",
-           "random_wrong_target", "step_size_for"]
+__all__ = ["ATTACKS", "Attack", "AttackResult", "LOSSES", "Model", "PGD", "attack_loss", "build_attack",
+           "monitor_key", "outcome", "parse_attack", "random_wrong_target", "register_attack", "setting_names",
+           "step_size_for"]

@@ -1,7 +1,7 @@
 """Evaluation metrics: top-1 / top-5 error (the defender's) and attack success rate (the attacker's).
 
-SPEC Sec. 4: "Report both: top-1 (and top-5) error ... and attack success rate (prediction ==
-target)". Counts, not rates, are accumulated, so batches and Horovod ranks sum exactly.
+docs/FACTS.md Sec. 4: both metrics are reported, top-1 (and top-5) error and attack success
+rate. Counts, not rates, are accumulated, so batches and Horovod ranks sum exactly.
 """
 from dataclasses import asdict, dataclass
 

@@ -33,14 +33,15 @@ from bench.flops import model_flops
 class Config:
     dtype: str = "float32"
     xla: bool = False
-    fold: bool = False          # BN folded into the conv weights (PGDAttacker.fold_batch_norm)
+    fold: bool = False          # BN folded into the conv weights (AttackExecution.fold_batch_norm)
 
     @property
     def label(self):
         return self.dtype + (" + folded BN" if self.fold else "") + (" + XLA" if self.xla else "")
 
-    def attacker_settings(self):
-        return dict(compute_dtype=self.dtype, use_xla=self.xla, fold_batch_norm=self.fold)
+    def execution(self):
+        from engine.model import AttackExecution
+        return AttackExecution(compute_dtype=self.dtype, fold_batch_norm=self.fold, xla=self.xla)
 
 
 REFERENCE = Config()
@@ -72,11 +73,11 @@ DEMO_SPEC = dict(blocks=(1, 1, 1, 1), widths=(16, 32, 64, 128), stem="small", st
 def predictor_for(args, spec, config):
     """The evaluation graph (PGD from the flags, then the final classification) of one
     configuration, with --load's weights if given."""
-    from attacker import PGDAttacker
+    from attacker import PGD
     from engine.predictor import Predictor
-    attacker = PGDAttacker(args.attack_iter, epsilon=args.epsilon, num_classes=spec.num_classes,
-                           seed=args.attack_seed, **config.attacker_settings())
-    return Predictor(spec, "NHWC", args.load, attacker=attacker)
+    from nets import BuildOptions
+    attack = PGD(args.attack_iter, epsilon=args.epsilon, seed=args.attack_seed)
+    return Predictor(spec, BuildOptions(), args.load, attack=attack, execution=config.execution())
 
 
 def evaluate_trained(args, spec, configs):

@@ -1,4 +1,5 @@
-"""Every denoising operation, forward + backward, fast formulation against the plain einsum one.
+"""Every denoising operation, forward + backward, fast formulation against the definition
+("plain" in the tables: the paper's einsums).
 
 For each operation and each stage shape of a 224x224 ResNet (C = 256, 512, 1024, 2048 at
 56, 28, 14, 7 squared), batch 8: one step computes the operation's output and the gradients
@@ -18,17 +19,19 @@ import sys
 from bench import common
 from bench.flops import STAGE_SHAPES, op_train_flops
 
-FORMULATIONS = ("plain", "fast")
+FORMULATIONS = ("definition", "fast")
 
 
 def build_step(op_name, channels, size, batch, formulation, data_format="NHWC", xla=False, seed=0,
                block_bytes=None):
     """(graph, fetches) of one forward + backward step of `op_name` in `formulation`."""
     import tensorflow as tf
-    from nets import Layout
-    from nets.denoise import DENOISE_OPS, implementation
+    from nets import BuildOptions
+    from nets.denoise import DENOISE_OPS
     tf1 = tf.compat.v1
-    layout = Layout(data_format)
+    settings = {"softmax_block_bytes": block_bytes} if block_bytes else {}
+    options = BuildOptions(data_format=data_format, formulation=formulation, **settings)
+    layout = options.layout
     shape = [batch, size, size, channels] if layout.channels_last else [batch, channels, size, size]
     graph = tf.Graph()
     with graph.as_default():
@@ -37,9 +40,8 @@ def build_step(op_name, channels, size, batch, formulation, data_format="NHWC", 
         r = tf1.get_variable("r", initializer=tf.random.normal(shape), trainable=False)
 
         def step():
-            settings = {"softmax_block_bytes": block_bytes} if block_bytes and formulation == "fast" else {}
-            with tf1.variable_scope("op"), implementation(formulation, **settings):
-                y = DENOISE_OPS.get(op_name)(x, layout, 3)
+            with tf1.variable_scope("op"):
+                y = DENOISE_OPS.get(op_name)(x, 3, options)
             weights = tf1.trainable_variables()
             grads = tf.gradients(tf.reduce_sum(y * r), [x] + weights)
             # reduce everything that a network would consume: the output and every gradient
@@ -79,7 +81,8 @@ def key(op_name, size, formulation):
 
 
 def main(argv=None):
-    from nets.denoise import DENOISE_OPS, SOFTMAX_BLOCK_BYTES
+    from nets.denoise import DENOISE_OPS
+    from nets.options import DEFAULT_SOFTMAX_BLOCK_BYTES
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ops", nargs="*", default=DENOISE_OPS.names(), help="operations (default all)")
     parser.add_argument("--stages", nargs="*", type=int, default=[s for _, s in STAGE_SHAPES],
@@ -91,7 +94,7 @@ def main(argv=None):
     parser.add_argument("--memory", action="store_true", help="also measure peak memory (a second process)")
     parser.add_argument("--block-bytes", type=int, default=16 << 20,
                         help="the fast Gaussian's affinity bytes per image and query block (default 16 MiB: the "
-                             "56x56 stage is blocked; the library default, nets.denoise.SOFTMAX_BLOCK_BYTES, "
+                             "56x56 stage is blocked; the library default, nets.options.DEFAULT_SOFTMAX_BLOCK_BYTES, "
                              "blocks only larger maps)")
     parser.add_argument("--memory-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -114,8 +117,8 @@ def main(argv=None):
         "the fast Gaussian counts its recomputed q k^T, the plain dot product its N x N order",
         "fast Gaussian here: query blocks of at most {:g} MiB of affinity per image (--block-bytes), images in "
         "turn; an image whose whole affinity fits runs the plain graph (so only 56x56 is blocked); the library "
-        "default (nets.denoise.SOFTMAX_BLOCK_BYTES = {:g} MiB) blocks none of these shapes".format(
-            args.block_bytes / 2 ** 20, SOFTMAX_BLOCK_BYTES / 2 ** 20),
+        "default (nets.options.DEFAULT_SOFTMAX_BLOCK_BYTES = {:g} MiB) blocks none of these shapes".format(
+            args.block_bytes / 2 ** 20, DEFAULT_SOFTMAX_BLOCK_BYTES / 2 ** 20),
     ] + (["peak: transient bytes of one step, TF BFC CPU allocator statistics (separate process)"] if memory else []))
     columns = ["operation", "C x H x W", "plain", "fast", "speedup (median)", "speedup (best)", "plain GFLOP/s",
                "fast GFLOP/s"]
@@ -136,7 +139,7 @@ def main(argv=None):
             timing = common.interleaved(runs, warmup=args.warmup, rounds=args.rounds)
             for session in sessions:
                 session.close()
-            plain, fast = timing[("plain", False)], timing[("fast", False)]
+            plain, fast = timing[("definition", False)], timing[("fast", False)]
             n = size * size
             rates = [op_train_flops(op_name, channels, n, f) * args.batch / timing[(f, False)].median / 1e9
                      for f in FORMULATIONS]
@@ -150,7 +153,7 @@ def main(argv=None):
                 xla_time = timing[("fast", True)]
                 cells += [common.fmt_seconds(xla_time.median), "x{:.2f}".format(plain.median / xla_time.median)]
             if memory:
-                mp, mf = memory[key(op_name, size, "plain")], memory[key(op_name, size, "fast")]
+                mp, mf = memory[key(op_name, size, "definition")], memory[key(op_name, size, "fast")]
                 cells += [common.fmt_bytes(mp), common.fmt_bytes(mf), "x{:.1f}".format(mp / max(mf, 1))]
             common.start_row(cells)
     print()

@@ -8,7 +8,7 @@ is timed in alternation with the others (rounds of A, B, C, ...), so the denoise
 (time / ResNet-50's time at the same k) is a ratio measured under the same load.
 
     .venv/bin/python -m bench.bench_train_step                   # k = 0 and 2, batch 8
-    .venv/bin/python -m bench.bench_train_step --plain           # also the plain denoising formulation
+    .venv/bin/python -m bench.bench_train_step --definition      # also the denoising definitions (no fast kernels)
 """
 import argparse
 import sys
@@ -38,10 +38,10 @@ def build_train_step(arch, depth, batch, iterations, formulation="fast", image_s
     import numpy as np
     import tensorflow as tf
     from tensorpack.tfutils.tower import TowerContext
-    from attacker import build_attacker
+    from attacker import build_attack
     from config import PUBLISHED
     from engine.model import AdversarialModel
-    from nets.denoise import implementation
+    from nets import BuildOptions
     tf1 = tf.compat.v1
     spec = model_spec(arch, depth, image_size)
     rng = np.random.RandomState(seed)
@@ -52,11 +52,11 @@ def build_train_step(arch, depth, batch, iterations, formulation="fast", image_s
                                   .astype(np.uint8), trainable=False)
         labels = tf1.get_variable("bench_labels", initializer=rng.randint(0, spec.num_classes, [batch])
                                   .astype(np.int32), trainable=False)
-        attacker = build_attacker(iterations, num_classes=spec.num_classes, prob_start_from_clean=0.0)
-        model = AdversarialModel(spec, "NHWC", attacker, PUBLISHED, learning_rate=0.01)
+        attack = build_attack("pgd", dict(iterations=iterations)) if iterations else build_attack("clean")
         settings = BLOCKED if formulation == "blocked" else {}
-        with TowerContext("", is_training=True), \
-                implementation("fast" if formulation == "blocked" else formulation, **settings):
+        options = BuildOptions(formulation="fast" if formulation == "blocked" else formulation, **settings)
+        model = AdversarialModel(spec, options, attack, PUBLISHED, learning_rate=0.01)
+        with TowerContext("", is_training=True):
             cost = model.build_graph(tf.identity(images), tf.identity(labels))
         train_op = model.optimizer().minimize(cost)
         with tf.control_dependencies([train_op]):
@@ -75,7 +75,7 @@ def main(argv=None):
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--plain", action="store_true", help="also the denoising models with the plain formulation")
+    parser.add_argument("--definition", action="store_true", help="also the denoising models built from the definitions")
     parser.add_argument("--blocked", action="store_true",
                         help="also ResNetDenoise with the 56x56 Gaussian blocked (16 MiB per image and block)")
     args = parser.parse_args(argv)
@@ -83,8 +83,8 @@ def main(argv=None):
     for k in args.attack_iter:
         for arch in args.models:
             configs.append((arch, k, "fast"))
-            if args.plain and BASELINE[arch] != arch:
-                configs.append((arch, k, "plain"))
+            if args.definition and BASELINE[arch] != arch:
+                configs.append((arch, k, "definition"))
             if args.blocked and arch == "ResNetDenoise":
                 configs.append((arch, k, "blocked"))
     common.header("Adversarial training step at {0}x{0}, batch {1}, NHWC, float32".format(

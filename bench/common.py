@@ -134,10 +134,6 @@ def interleaved(runs, warmup=1, rounds=3):
     return {name: Timing(s) for name, s in seconds.items()}
 
 
-def memory_supported():
-    return os.environ.get(MEMORY_ENV, "").lower() == "true"
-
-
 def reset_peak():
     import tensorflow as tf
     tf.config.experimental.reset_memory_stats("CPU:0")

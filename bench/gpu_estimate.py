@@ -111,7 +111,7 @@ def main(argv=None):
                                                            a.forward / b.forward, a.train_step(30) / b.train_step(30)))
     print()
     print("### The original's recorded training times, against these FLOPs\n")
-    print("SPEC Sec. 5: ResNet-152 about 52 h, ResNet-152 Denoise about 90 h on 128 V100s with PGD-30, "
+    print("docs/FACTS.md Sec. 5: ResNet-152 about 52 h, ResNet-152 Denoise about 90 h on 128 V100s with PGD-30, "
           "110 epochs of the 1,281,167 ImageNet training images, 32 images per GPU.\n")
     print("| model | GFLOPs per image and step | steps | seconds per step | TFLOP/s per GPU | % of V100 fp32 peak |")
     print("|---|---|---|---|---|---|")

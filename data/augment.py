@@ -1,8 +1,8 @@
 """Train and eval augmentations (Tensorpack imgaug), uint8 BGR in, uint8 BGR out.
 
-SPEC Sec. 5: "Train augmentation: random-size crop and resize (cubic),
-brightness/contrast/saturation/lighting in random order, horizontal flip. Eval: resize
-shorter side to 256 (cubic), center-crop 224." This is the standard Tensorpack ImageNet
+docs/FACTS.md Sec. 5: training takes a random-size crop resized to 224 (cubic), colour jitter
+(brightness, contrast, saturation, lighting) in random order and a horizontal flip;
+evaluation resizes the shorter side to 256 (cubic) and centre-crops 224. This is the standard Tensorpack ImageNet
 (fb.resnet.torch) recipe. Other input sizes S scale it: the train crop is resized to S, eval
 resizes the shorter side to round(S * 256 / 224) and centre-crops S.
 """
@@ -26,7 +26,7 @@ class TrainAugmentation:
     flip: bool
 
 
-# "imagenet" is SPEC Sec. 5. "light" is for small images whose content fills the frame and
+# "imagenet" is docs/FACTS.md Sec. 5. "light" is for small images whose content fills the frame and
 # whose mirror image is another class (digits): larger crops, no flip.
 TRAIN_AUGMENTATIONS = {
     "imagenet": TrainAugmentation(crop_area_fraction=(0.08, 1.0), flip=True),
@@ -70,7 +70,7 @@ def colour_jitter():
     ])
 
 
-def train_augmentors(image_size=224, augmentation="imagenet"):
+def train_augmentor(image_size=224, augmentation="imagenet"):
     """Random-size crop (8%..100% of the area for "imagenet", aspect 3/4..4/3; fallback:
     resize + centre crop) resized to image_size (cubic), colour jitter in random order,
     horizontal flip (not for "light").
@@ -78,7 +78,7 @@ def train_augmentors(image_size=224, augmentation="imagenet"):
     The jitter runs on float32 and the result is clipped and rounded back to uint8 once.
     """
     knobs = train_augmentation(augmentation)
-    return [
+    return imgaug.AugmentorList([
         imgaug.GoogleNetRandomCropAndResize(crop_area_fraction=knobs.crop_area_fraction,
                                             aspect_ratio_range=CROP_ASPECT_RATIO,
                                             target_shape=image_size, interp=INTERPOLATION),
@@ -86,20 +86,10 @@ def train_augmentors(image_size=224, augmentation="imagenet"):
         colour_jitter(),
     ] + ([imgaug.Flip(horiz=True)] if knobs.flip else []) + [
         imgaug.MapImage(round_to_uint8),
-    ]
-
-
-def eval_augmentors(image_size=224):
-    """Resize the shorter side to round(image_size * 256/224) (cubic), centre-crop image_size."""
-    return [
-        imgaug.ResizeShortestEdge(eval_resize_size(image_size), INTERPOLATION),
-        imgaug.CenterCrop((image_size, image_size)),
-    ]
-
-
-def train_augmentor(image_size=224, augmentation="imagenet"):
-    return imgaug.AugmentorList(train_augmentors(image_size, augmentation))
+    ])
 
 
 def eval_augmentor(image_size=224):
-    return imgaug.AugmentorList(eval_augmentors(image_size))
+    """Resize the shorter side to round(image_size * 256/224) (cubic), centre-crop image_size."""
+    return imgaug.AugmentorList([imgaug.ResizeShortestEdge(eval_resize_size(image_size), INTERPOLATION),
+                                 imgaug.CenterCrop((image_size, image_size))])

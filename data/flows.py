@@ -4,8 +4,7 @@ import logging
 import signal
 import sys
 
-import numpy as np
-from tensorpack.dataflow import DataFlow, MultiProcessMapDataZMQ, ProxyDataFlow
+from tensorpack.dataflow import MultiProcessMapDataZMQ, ProxyDataFlow
 
 from .errors import DataError
 
@@ -87,31 +86,6 @@ class RestoreOrder(ProxyDataFlow):
         if pending:
             raise RuntimeError("RestoreOrder: indices {} never completed a run from {}".format(
                 sorted(pending)[:5], expected))
-
-
-class FakeBatches(DataFlow):
-    """`length` batches [uint8 images [B,S,S,3], int32 labels [B]], one random batch repeated
-    (no decoding cost: for benchmarks of everything downstream of the data)."""
-
-    def __init__(self, batch_size, image_size, num_classes, length=1000, seed=0):
-        self.shapes = (batch_size, image_size, num_classes)
-        self.length = length
-        self.seed = seed
-        self.batch = None
-
-    def reset_state(self):
-        batch_size, image_size, num_classes = self.shapes
-        rng = np.random.RandomState(self.seed)
-        images = rng.randint(0, 256, size=(batch_size, image_size, image_size, 3), dtype=np.uint8)
-        labels = rng.randint(0, num_classes, size=(batch_size,)).astype(np.int32)
-        self.batch = [images, labels]
-
-    def __len__(self):
-        return self.length
-
-    def __iter__(self):
-        for _ in range(self.length):
-            yield list(self.batch)
 
 
 PR_SET_PDEATHSIG = 1      # linux/prctl.h

@@ -1,9 +1,9 @@
 """ImageNet on disk, read offline: class ids from folder names, image lists, shards.
 
-SPEC Sec. 6: "`train/<wnid>/*.JPEG` (1000 folders). Validation either `val/<wnid>/*.JPEG`
-or a flat `val/` with a label file (`val.txt` lines `name label`). No step may download
-anything: class metadata comes from the folders". SPEC Sec. 3: "Class index k is the k-th
-of the 1000 ILSVRC-2012 WordNet ids in sorted order."
+docs/FACTS.md Sec. 6: `train/<wnid>/*.JPEG` (1000 folders); validation either
+`val/<wnid>/*.JPEG` or a flat `val/` with a label file (`val.txt` lines `name label`);
+nothing is downloaded, class metadata comes from the folders. Sec. 3: class index k is the
+k-th of the 1000 ILSVRC-2012 WordNet ids in sorted order.
 
 Layout read here (any number of classes, so small data sets in the same layout work):
 
@@ -21,7 +21,8 @@ import os
 
 from .errors import DataError
 
-IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp")
+# What OpenCV decodes; --eval, training and --eval-directory read the same list.
+IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 VAL_LABEL_FILE = "val.txt"        # the flat layout's label file: ROOT/val/val.txt
 
 logger = logging.getLogger(__name__)

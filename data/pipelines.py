@@ -1,30 +1,27 @@
 """Tensorpack DataFlows for training and evaluation: files -> decoded, augmented batches.
 
-Both yield [images uint8 [B, S, S, 3] BGR, labels int32 [B]]. SPEC Sec. 5: "Horovod data
-parallel ... 32 images per GPU" and "each rank a shard of the val set, counts summed with
-Horovod". The rank is a plain int from the caller (`hvd.rank()`): nothing here imports
+Both yield [images uint8 [B, S, S, 3] BGR, labels int32 [B]]. Feature Denoising, Sec. 5:
+Horovod data parallel, 32 images per GPU; each rank evaluates a shard of the validation set
+(docs/FACTS.md Sec. 5). The rank is a plain int from the caller (`hvd.rank()`): nothing here imports
 Horovod, TensorFlow models or the attacker.
 """
 import logging
 import os
 
 import numpy as np
-from tensorpack.dataflow import BatchData, DataFromList, MapData, MultiThreadMapData
+from tensorpack.dataflow import BatchData, DataFromList, FakeData, MapData, MultiThreadMapData
+
+from config import DEFAULTS
 
 from . import augment, imagenet
 from .decode import DecodeAndAugment
 from .errors import DataError
-from .flows import (CorruptImageLog, FakeBatches, OrphanSafeMultiProcessMapData, RaiseOnCorrupt, RepeatForever,
+from .flows import (CorruptImageLog, OrphanSafeMultiProcessMapData, RaiseOnCorrupt, RepeatForever,
                     RestoreOrder, SkipCorrupt)
 
 logger = logging.getLogger(__name__)
 
 PARALLEL_KINDS = ("process", "thread")
-
-
-def default_workers():
-    """Decoding workers when none are given: the CPU count, capped at 32."""
-    return max(1, min(32, os.cpu_count() or 1))
 
 
 def check_positive(name, value, minimum=1):
@@ -79,7 +76,7 @@ def build_train_dataflow(root, batch_size, image_size=224, workers=None, rank=0,
     """
     check_positive("batch_size", batch_size)
     check_positive("image_size", image_size)
-    workers = default_workers() if workers is None else workers
+    workers = DEFAULTS.workers() if workers is None else workers
     items = train_shard(imagenet.list_images(root, "train", classes), rank, world_size, seed)
     if len(items) < batch_size:
         raise DataError("{}: rank {} of {} has {} training images, fewer than one batch of {}".format(
@@ -109,7 +106,7 @@ def build_eval_dataflow(root, batch_size, image_size=224, workers=None, shard_in
     """
     check_positive("batch_size", batch_size)
     check_positive("image_size", image_size)
-    workers = default_workers() if workers is None else workers
+    workers = DEFAULTS.workers() if workers is None else workers
     items = imagenet.shard(imagenet.list_images(root, split, classes), shard_index, num_shards)
     if not items:
         logger.warning("evaluation shard %d of %d of %s is empty", shard_index, num_shards, root)
@@ -122,9 +119,11 @@ def build_eval_dataflow(root, batch_size, image_size=224, workers=None, shard_in
     return ds
 
 
-def fake_dataflow(batch_size, image_size=224, num_classes=1000, length=1000, seed=0):
-    """`length` random batches [uint8 [B,S,S,3], int32 [B]] without any decoding (benchmarks)."""
+def fake_dataflow(batch_size, image_size=224, num_classes=1000, length=1000):
+    """`length` batches [uint8 [B,S,S,3], int32 [B]], one random batch repeated (no decoding cost:
+    for benchmarks of everything downstream of the data)."""
     check_positive("batch_size", batch_size)
     check_positive("image_size", image_size)
     check_positive("num_classes", num_classes)
-    return FakeBatches(batch_size, image_size, num_classes, length, seed)
+    return FakeData([[batch_size, image_size, image_size, 3], [batch_size]], size=length, random=False,
+                    dtype=["uint8", "int32"], domain=[(0, 256), (0, num_classes)])

@@ -1,11 +1,15 @@
-"""Batches over ZeroMQ, pure Python (pyzmq): the data server's wire format and its client.
+"""Batches over ZeroMQ: the data server's wire format, its sender and its client.
 
-A batch (a list of numpy arrays) travels as one multipart message: a JSON header
-{"format": "feature-denoising-batch", "version": 1, "arrays": [{"dtype", "shape"}...]} and
-one raw frame per array (native byte order, C order). No pickle: a malformed or foreign
-message is a DataError, never code run. The server PUSHes (and binds), each training process
-PULLs (and connects), so the processes of one machine share one server, batches dealt out
-round-robin, as with the original's `serve-data.py`.
+The client is Tensorpack's `RemoteDataZMQ`, subclassed; the wire format is not Tensorpack's.
+Tensorpack's serializer is pickle (or msgpack-numpy, which unpickles object arrays), so any
+process that can reach the socket could make the trainer run code, and its
+`send_dataflow_zmq` cannot stop after N batches. Here a batch (a list of numpy arrays)
+travels as one multipart message: a JSON header {"format": "feature-denoising-batch",
+"version": 1, "arrays": [{"dtype", "shape"}...]} and one raw frame per array (native byte
+order, C order); a malformed or foreign message is a DataError, never code run. The server
+PUSHes (and binds), each training process PULLs (and connects), so the processes of one
+machine share one server, batches dealt out round-robin, as with the original's
+`serve-data.py` (docs/FACTS.md Sec. 7).
 """
 import json
 import logging
@@ -13,7 +17,7 @@ import time
 
 import numpy as np
 import zmq
-from tensorpack.dataflow import DataFlow
+from tensorpack.dataflow import RemoteDataZMQ
 
 from .errors import DataError
 
@@ -50,7 +54,7 @@ def decode_batch(frames, source="message"):
     except (ValueError, KeyError, TypeError, AttributeError, IndexError):
         ok = False
     if not ok:
-        raise DataError("malformed batch message from {}: not a {} v{} message; is a `python -m data.serve` "
+        raise DataError("malformed batch message from {}: not a {} v{} message; is a `python -m tools.serve_data` "
                         "of this version sending there?".format(source, FORMAT, VERSION))
     return [decode_array(spec, frame, source) for spec, frame in zip(specs, frames[1:])]
 
@@ -107,21 +111,17 @@ def send_batches(dataflow, addr, hwm=50, bind=True, max_batches=None, progress=T
     return sent
 
 
-class ZMQBatchReceiver(DataFlow):
-    """The client side: a DataFlow of the batches PULLed from `addr` (infinite).
-
-    For training, wrap it in Tensorpack's QueueInput. `length` (optional) is what len()
-    reports, e.g. the batches of one epoch. Without `timeout` it waits for ever (warning
-    every `warn_every` seconds); with `timeout` (seconds) a silent server is a DataError.
+class ZMQBatchReceiver(RemoteDataZMQ):
+    """The client side: Tensorpack's RemoteDataZMQ (a PULL socket that by default connects
+    here, so several training processes share one server) with what it lacks: the decoding
+    above instead of Tensorpack's serializer, a `length` (what len() reports, e.g. the
+    batches of one epoch) and a `timeout` (seconds; a silent server is then a DataError
+    naming the address; without it, a warning every `warn_every` seconds). Infinite.
     """
 
     def __init__(self, addr, hwm=50, bind=False, timeout=None, length=None, warn_every=60):
-        self.addr = addr
-        self.hwm = hwm
-        self.bind = bind
-        self.timeout = timeout
-        self.length = length
-        self.warn_every = warn_every
+        super().__init__(addr, hwm=hwm, bind=bind)
+        self.addr, self.timeout, self.length, self.warn_every = addr, timeout, length, warn_every
         self.received = 0
 
     def __len__(self):
@@ -130,12 +130,15 @@ class ZMQBatchReceiver(DataFlow):
                 self.addr))
         return self.length
 
+    def bind_or_connect(self, socket, addr):
+        bind_or_connect(socket, addr, self._bind)
+
     def wait_for_message(self, socket):
         started = time.time()
         while True:
             waited = time.time() - started
             if self.timeout is not None and waited >= self.timeout:
-                raise DataError("no batch from {} within {} s; is `python -m data.serve` running with the "
+                raise DataError("no batch from {} within {} s; is `python -m tools.serve_data` running with the "
                                 "same address?".format(self.addr, self.timeout))
             limit = self.warn_every if self.timeout is None else min(self.warn_every, self.timeout - waited)
             if socket.poll(int(limit * 1000)):
@@ -144,23 +147,23 @@ class ZMQBatchReceiver(DataFlow):
                 logger.warning("still waiting for batches from %s (%.0f s)", self.addr, time.time() - started)
 
     def __iter__(self):
-        context = zmq.Context()
-        socket = context.socket(zmq.PULL)
-        socket.set_hwm(self.hwm)
-        try:
-            bind_or_connect(socket, self.addr, self.bind)
-            while True:
-                self.wait_for_message(socket)
-                batch = decode_batch(socket.recv_multipart(copy=False), self.addr)
-                self.received += 1
-                yield batch
-        finally:
-            socket.close(linger=0)
-            context.term()
+        with self._guard:
+            context = zmq.Context()
+            try:
+                socket = context.socket(zmq.PULL)
+                socket.set_hwm(self._hwm)
+                self.bind_or_connect(socket, self.addr)
+                while True:
+                    self.wait_for_message(socket)
+                    batch = decode_batch(socket.recv_multipart(copy=False), self.addr)
+                    self.received += 1
+                    yield batch
+            finally:
+                context.destroy(linger=0)
 
 
 def receive_dataflow(addr=None, batch_size=32, image_size=224, hwm=50, timeout=None, length=None):
-    """A DataFlow of the batches sent by `python -m data.serve` to `addr` (by default the
+    """A DataFlow of the batches sent by `python -m tools.serve_data` to `addr` (by default the
     address that server uses for this batch and image size). Wrap it in QueueInput."""
     return ZMQBatchReceiver(addr or default_address(batch_size, image_size), hwm=hwm, timeout=timeout,
                             length=length)

@@ -1,4 +1,4 @@
-"""Black-box mode: classify every image of a directory (SPEC Sec. 4).
+"""Black-box mode: classify every image of a directory (docs/FACTS.md Sec. 4).
 
 Images are read with OpenCV (BGR) and resized to the model's input size with cubic
 interpolation (a plain resize, no crop), in sorted file-name order; the output is one
@@ -10,14 +10,16 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+from data.decode import read_bgr
+from data.imagenet import IMAGE_EXTENSIONS, is_image_file
+from files import atomic_write
 
 
 def list_image_files(directory):
     if not os.path.isdir(directory):
         raise FileNotFoundError("--eval-directory: no such directory: {}".format(directory))
     names = sorted(n for n in os.listdir(directory)
-                   if n.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(directory, n)))
+                   if is_image_file(n) and os.path.isfile(os.path.join(directory, n)))
     if not names:
         raise ValueError("--eval-directory: no image files ({}) in {}".format(
             " ".join(IMAGE_EXTENSIONS), directory))
@@ -25,9 +27,10 @@ def list_image_files(directory):
 
 
 def read_resized(path, size):
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError("cannot decode image {} (corrupt or not an image); remove it or fix it".format(path))
+    try:
+        image = read_bgr(path)
+    except (OSError, ValueError) as error:
+        raise ValueError("cannot read image {} ({}); remove it or fix it".format(path, error)) from None
     return cv2.resize(image, (size, size), interpolation=cv2.INTER_CUBIC)
 
 
@@ -43,11 +46,9 @@ def classify_files(predictor, directory, names, batch_size=32):
 
 def write_predictions(names, logits, prediction_file, logits_file=None):
     """`filename,label` lines (label = argmax class index), written atomically; logits as .npy."""
-    tmp = prediction_file + ".tmp"
-    with open(tmp, "w") as f:
+    with atomic_write(prediction_file) as f:
         for name, label in zip(names, np.argmax(logits, axis=1)):
             f.write("{},{}\n".format(name, label))
-    os.replace(tmp, prediction_file)
     if logits_file:
         with open(logits_file, "wb") as f:      # exactly this path (np.save would append .npy)
             np.save(f, logits.astype(np.float32))

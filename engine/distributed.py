@@ -31,6 +31,15 @@ class World:
     def distributed(self):
         return self.hvd is not None
 
+    def sum(self, values):
+        """A numpy vector summed over all ranks (itself for one process); every rank must call
+        it the same number of times. Runs eagerly: no graph or session is built."""
+        if not self.distributed:
+            return np.asarray(values)
+        import tensorflow as tf
+        total = self.hvd.allreduce(tf.constant(np.asarray(values, np.float64)), op=self.hvd.Sum)
+        return np.rint(total.numpy()).astype(np.int64)
+
 
 def init_world(require_horovod=False):
     """Initialise Horovod if a launcher started this process (or `require_horovod`)."""
@@ -44,20 +53,3 @@ def init_world(require_horovod=False):
             "but it cannot be imported ({}); install it with 'bash scripts/setup.sh'".format(error)) from None
     hvd.init()
     return World(hvd.rank(), hvd.size(), hvd.local_rank(), hvd)
-
-
-def sum_across_ranks_fn(world):
-    """numpy vector -> its sum over all ranks (identity for one process)."""
-    if not world.distributed:
-        return lambda values: np.asarray(values)
-    import tensorflow as tf
-    tf1 = tf.compat.v1
-    graph = tf.Graph()
-    with graph.as_default():
-        values = tf1.placeholder(tf.float64, [None], name="values")
-        total = world.hvd.allreduce(values, op=world.hvd.Sum, name="sum_counts")
-        session = tf1.Session(graph=graph)
-
-    def sum_across_ranks(array):
-        return np.rint(session.run(total, {values: np.asarray(array, np.float64)})).astype(np.int64)
-    return sum_across_ranks

@@ -1,15 +1,20 @@
 """Command-line flags. Each flag maps to one field of the object it configures (ArchSpec,
-PGDAttacker, Recipe); the defaults come from those objects, never from here."""
+BuildOptions, an attack's settings, AttackExecution, Recipe); defaults come from those
+objects and config.py, never from here. Registries are read when the parser is built, so
+operations, attacks and architectures registered before that (e.g. by `--import MODULE`)
+are choices like the built-in ones."""
 import argparse
 import dataclasses
+import typing
 
-from attacker import PGDAttacker, build_attacker
-from attacker.pgd import HALF_DTYPES, LOSSES
+from attacker import ATTACKS, LOSSES, PGD, build_attack, parse_attack, setting_names
 from config import PUBLISHED
 from data.augment import TRAIN_AUGMENTATIONS
-from nets.architectures import ARCHITECTURES, DEPTH_BLOCKS, PLACEMENTS, STEMS, build_spec
-from nets.denoise import DENOISE_OPS
-from nets.layout import resolve_data_format
+from nets import ARCHITECTURES, DENOISE_OPS, BuildOptions, build_spec, resolve_data_format
+from nets.architectures import DEPTH_BLOCKS, PLACEMENTS, STEMS
+from nets.options import COMPUTE_DTYPES, FORMULATIONS
+
+from .model import AttackExecution
 
 
 def int_tuple(text):
@@ -23,18 +28,24 @@ def int_tuple(text):
 
 
 def schedule(text):
-    """'0:1,10:1,50:20' -> ((0, 1), (10, 1), (50, 20)): attack iterations : every k epochs."""
-    try:
-        pairs = tuple(tuple(int(v) for v in item.split(":")) for item in text.split(",") if item)
-    except ValueError:
-        pairs = ((),)
-    if any(len(p) != 2 or p[0] < 0 or p[1] < 1 for p in pairs):
-        raise argparse.ArgumentTypeError("expected ITERATIONS:EVERY_K_EPOCHS pairs like 0:1,10:1, got '{}'".format(text))
-    return pairs
+    """'clean:1,pgd@10:1,50:20' -> (("clean", 1), ("pgd@10", 1), ("50", 20)): ATTACK:EVERY_K_EPOCHS."""
+    pairs = []
+    for item in filter(None, text.split(",")):
+        attack, _, every = item.rpartition(":")
+        try:
+            parse_attack(attack)
+            pairs.append((attack, int(every)))
+        except (ValueError, KeyError) as error:
+            raise argparse.ArgumentTypeError("bad evaluation '{}' in '{}': {}".format(
+                item, text, error.args[0] if error.args else "expected ATTACK:EVERY_K_EPOCHS"))
+        if pairs[-1][1] < 1:
+            raise argparse.ArgumentTypeError("'{}': evaluate every k >= 1 epochs".format(item))
+    return tuple(pairs)
 
 
 class FieldFlags:
-    """A group of flags, each setting one field of a dataclass; `dest` is prefix + field."""
+    """A group of flags, each setting one field of a dataclass; `dest` is prefix + field.
+    With `defaults`, the flag's default is that object's field, else None (keep the object's)."""
 
     def __init__(self, title, flags, prefix, defaults=None):
         self.title, self.flags, self.prefix, self.defaults = title, flags, prefix, defaults
@@ -44,18 +55,21 @@ class FieldFlags:
         for flag, options in self.flags.items():
             options = dict(options)
             field = options.pop("field")
+            if callable(options.get("choices")):      # a registry: read now, after any --import
+                options["choices"] = options["choices"]()
             default = getattr(self.defaults, field) if self.defaults is not None else None
             help_text = options.pop("help") + (" (default {})".format(default) if default is not None else "")
             group.add_argument(flag, dest=self.prefix + field, default=default, help=help_text, **options)
         return group
 
-    def values(self, args):
-        return {options["field"]: getattr(args, self.prefix + options["field"]) for options in self.flags.values()}
+    def values(self, args, given_only=False):
+        values = {options["field"]: getattr(args, self.prefix + options["field"]) for options in self.flags.values()}
+        return {k: v for k, v in values.items() if v is not None} if given_only else values
 
 
 # None defaults keep the named architecture's value.
 ARCH_FLAGS = FieldFlags("model", {
-    "--denoise-op": dict(field="denoise_op", choices=DENOISE_OPS.names(),
+    "--denoise-op": dict(field="denoise_op", choices=DENOISE_OPS.names,
                          help="denoising operation (default: the architecture's)"),
     "--denoise-placement": dict(field="denoise_placement", choices=PLACEMENTS,
                                 help="after each of the 4 groups, after every residual block, or none"),
@@ -69,24 +83,34 @@ ARCH_FLAGS = FieldFlags("model", {
                                     help="inner bottleneck width = width x this (ResNeXt 32x8d: 4)"),
     "--num-classes": dict(field="num_classes", type=int, help="classes (1000)"),
     "--image-size": dict(field="image_size", type=int, help="input side length (224)"),
-    "--bn-group-size": dict(field="bn_group_size", type=int,
-                            help="training BN statistics per group of this many images, as per GPU (0: batch)"),
 }, prefix="arch_")
 
-ATTACK_FLAGS = FieldFlags("attack (white-box PGD, SPEC Sec. 4)", {
-    "--attack-epsilon": dict(field="epsilon", type=float, help="L-inf budget on the 0..255 scale"),
-    "--attack-step-size": dict(field="step_size", type=float, help="step on the 0..255 scale, at least eps/iter"),
+BUILD_FLAGS = FieldFlags("graph building (the same function, other kernels)", {
+    "--denoise-formulation": dict(field="formulation", choices=FORMULATIONS,
+                                  help="denoising operations as fast kernels or as the paper's definitions"),
+    "--bn-group-size": dict(field="bn_group_size", type=int,
+                            help="training BN statistics per group of this many images, as per GPU (0: batch)"),
+}, prefix="build_", defaults=BuildOptions())
+
+ATTACK_FLAGS = FieldFlags("attack settings (docs/FACTS.md Sec. 4; default: the attack's own, e.g. PGD's)", {
+    "--attack-epsilon": dict(field="epsilon", type=float, help="L-inf budget on the 0..255 scale (PGD: 16)"),
+    "--attack-step-size": dict(field="step_size", type=float,
+                               help="step on the 0..255 scale (PGD: 1, at least epsilon / iterations)"),
     "--attack-restarts": dict(field="restarts", type=int, help="random restarts: correct only if correct under all"),
-    "--attack-loss": dict(field="loss", choices=LOSSES, help="cross-entropy or the CW margin"),
+    "--attack-loss": dict(field="loss", choices=LOSSES, help="cross-entropy or the CW margin (PGD: xent)"),
     "--attack-target-offset": dict(field="target_offset", type=int,
                                    help="fixed target (label + K) mod classes instead of a random wrong class"),
     "--attack-seed": dict(field="seed", type=int, help="seed for targets and starts (repeatable results)"),
-    "--attack-dtype": dict(field="compute_dtype", choices=sorted(HALF_DTYPES),
+    "--untargeted": dict(field="targeted", action="store_false", help="push away from the label, not to a target"),
+}, prefix="attack_")
+
+EXECUTION_FLAGS = FieldFlags("attack execution (the fast path of the attack steps; results are float32)", {
+    "--attack-dtype": dict(field="compute_dtype", choices=sorted(COMPUTE_DTYPES),
                            help="compute type of the attack steps (bfloat16/float16: the fast path)"),
     "--attack-fold-bn": dict(field="fold_batch_norm", action="store_true",
-                             help="fold each backbone conv's frozen BN into its weights in the attack steps (the same "
-                                  "function up to rounding, less elementwise work; part of the fast path)"),
-}, prefix="attack_", defaults=PGDAttacker)
+                             help="fold each backbone conv's frozen BN into its weights in the attack steps"),
+    "--attack-xla": dict(field="xla", action="store_true", help="compile the attack loop with XLA (GPUs)"),
+}, prefix="execution_", defaults=AttackExecution())
 
 RECIPE_FLAGS = FieldFlags("training recipe (Feature Denoising, Sec. 5)", {
     "--epochs": dict(field="epochs", type=int, help="training epochs"),
@@ -96,7 +120,8 @@ RECIPE_FLAGS = FieldFlags("training recipe (Feature Denoising, Sec. 5)", {
     "--augment": dict(field="augmentation", choices=sorted(TRAIN_AUGMENTATIONS),
                       help="training augmentation: imagenet (Sec. 5) or light (bigger crops, no flip)"),
     "--eval-schedule": dict(field="eval_schedule", type=schedule,
-                            help="evaluations during training, ITERATIONS:EVERY_K_EPOCHS,..."),
+                            help="evaluations during training, ATTACK:EVERY_K_EPOCHS,... (ATTACK: NAME, "
+                                 "NAME@ITERATIONS, or N for PGD-N, 0 for clean)"),
 }, prefix="recipe_", defaults=PUBLISHED)
 
 
@@ -110,63 +135,114 @@ def add_model_arguments(parser):
     group.add_argument("--load", help="weights: a .npz file (published models) or a TF checkpoint")
     group.add_argument("--ignore-mismatch", action="store_true",
                        help="load only the variables whose names and shapes match the model")
+    BUILD_FLAGS.add_to(parser)
 
 
 def add_attack_arguments(parser):
-    group = ATTACK_FLAGS.add_to(parser)
+    group = parser.add_argument_group("attack")
+    group.add_argument("--attack", choices=ATTACKS.names(),
+                       help="the attack (default: '{}' with {} iterations in training, '{}' with {} in evaluation, the "
+                            "paper's targeted PGD)".format(PUBLISHED.attack, PUBLISHED.attack_iterations,
+                                                            PGD.name, PGD.iterations))
     group.add_argument("--attack-iter", type=int_tuple, default=None,
-                       help="PGD iterations; 0 means clean images. --eval takes a comma list (0,10,100: one pass "
-                            "each, one JSON); training takes one value (default: {} in training, 10 in "
-                            "evaluation)".format(PUBLISHED.attack_iterations))
-    group.add_argument("--untargeted", action="store_true", help="push away from the label instead of to a target")
-    group.add_argument("--attack-xla", action="store_true", help="compile the attack loop with XLA")
-
-
-def add_recipe_arguments(parser):
-    RECIPE_FLAGS.add_to(parser)
+                       help="attack iterations; 0 means clean images. --eval takes a comma list (0,10,100: one pass "
+                            "each, one JSON); training takes one value")
+    group.add_argument("--attack-option", action="append", default=[], metavar="KEY=VALUE",
+                       help="any other setting of the chosen attack (repeatable)")
+    ATTACK_FLAGS.add_to(parser)
+    EXECUTION_FLAGS.add_to(parser)
 
 
 def spec_from_args(args):
     return build_spec(args.arch, args.depth, **ARCH_FLAGS.values(args))
 
 
-def data_format_from_args(args):
-    return resolve_data_format(args.data_format)
+def build_options_from_args(args):
+    return BuildOptions(data_format=resolve_data_format(args.data_format), **BUILD_FLAGS.values(args))
 
 
-def attack_settings_from_args(args):
-    """The PGDAttacker keyword arguments the flags set (without iterations and classes)."""
-    settings = ATTACK_FLAGS.values(args)
-    settings.update(targeted=not args.untargeted, use_xla=args.attack_xla)
+def execution_from_args(args):
+    return AttackExecution(**EXECUTION_FLAGS.values(args))
+
+
+def _coerce(name, key, text):
+    """An --attack-option value as the type of the attack's field `key`."""
+    hints = typing.get_type_hints(ATTACKS.get(name))
+    kind = hints.get(key, str)
+    kind = next((k for k in typing.get_args(kind) if k is not type(None)), kind)    # Optional[X] -> X
+    if kind is bool:
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise ValueError("--attack-option {}={}: expected true or false".format(key, text))
+        return text.lower() in ("true", "1")
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError("--attack-option {}={}: expected {}".format(
+            key, text, {int: "an integer", float: "a number"}.get(kind, kind.__name__))) from None
+
+
+def attack_settings(args, name):
+    """The settings the flags give (shared flags and --attack-option KEY=VALUE)."""
+    settings = ATTACK_FLAGS.values(args, given_only=True)
+    for option in args.attack_option:
+        key, sep, value = option.partition("=")
+        if not sep or not key:
+            raise ValueError("--attack-option expects KEY=VALUE, got '{}'".format(option))
+        if key not in setting_names(name):
+            raise ValueError("attack '{}' has no setting '{}'; its settings are: {}".format(
+                name, key, ", ".join(setting_names(name))))
+        settings[key] = _coerce(name, key, value)
     return settings
 
 
-def attacker_from_args(args, num_classes, iterations):
-    if iterations < 0:
-        raise ValueError("--attack-iter must be >= 0, got {}".format(iterations))
-    return build_attacker(iterations, num_classes=num_classes, **attack_settings_from_args(args))
+def attack_with_iterations(name, iterations, settings, iterations_given=True):
+    """The attack `name` with `iterations` (0: the clean images; None: the attack's default)
+    and every given setting; iterations that were not given are only offered to the attack."""
+    if iterations == 0:
+        return build_attack("clean")
+    if iterations is None:
+        return build_attack(name, settings, required=settings)
+    return build_attack(name, dict(settings, iterations=iterations),
+                        required=list(settings) + (["iterations"] if iterations_given else []))
+
+
+def eval_attacks_from_args(args):
+    """--eval's attacks: --attack (PGD-10 by default) at each --attack-iter length, in order."""
+    name = args.attack or PGD.name
+    settings = attack_settings(args, name)
+    lengths = (None,) if args.attack_iter is None else tuple(dict.fromkeys(args.attack_iter))
+    return [attack_with_iterations(name, n, settings) for n in lengths]
+
+
+def training_attack_from_args(args, recipe):
+    """The training attack: --attack with the recipe's iterations, 20% of batches from clean images."""
+    settings = attack_settings(args, recipe.attack)
+    attack = attack_with_iterations(recipe.attack, recipe.attack_iterations, settings,
+                                    iterations_given=args.attack_iter is not None)
+    if "prob_start_from_clean" in setting_names(attack.name):
+        attack = dataclasses.replace(attack, prob_start_from_clean=recipe.attack_prob_start_from_clean)
+    return attack
+
+
+def schedule_attacks(recipe, args):
+    """{attack text: attack} for the recipe's evaluation schedule, with the flags' shared settings
+    where an attack has them (always from noise, one restart, the exact float32 model)."""
+    settings = dict(ATTACK_FLAGS.values(args, given_only=True), restarts=1)
+    attacks = {}
+    for text, _ in recipe.eval_schedule:
+        name, overrides = parse_attack(text)
+        attacks[text] = build_attack(name, dict(settings, **overrides))
+    return attacks
 
 
 def recipe_from_args(args, batch_per_gpu):
     """The published recipe with the flags' overrides."""
     fields = RECIPE_FLAGS.values(args)
-    fields.update(batch_per_gpu=batch_per_gpu,
-                  attack_iterations=single_attack_iterations(args, PUBLISHED.attack_iterations, "--train"))
+    iterations = PUBLISHED.attack_iterations
+    if args.attack_iter is not None:
+        if len(args.attack_iter) != 1:
+            raise ValueError("--train takes one --attack-iter value, got {}; a comma list of attack lengths is "
+                             "for --eval".format(",".join(map(str, args.attack_iter))))
+        iterations = args.attack_iter[0]
+    fields.update(batch_per_gpu=batch_per_gpu, attack_iterations=iterations, attack=args.attack or PUBLISHED.attack)
     return dataclasses.replace(PUBLISHED, **fields)
-
-
-def attack_iteration_list(args, default):
-    """The --attack-iter values in the order given, repeats dropped; (default,) without the flag."""
-    values = (default,) if args.attack_iter is None else args.attack_iter
-    if min(values) < 0:
-        raise ValueError("--attack-iter must be >= 0, got {}".format(",".join(map(str, values))))
-    return tuple(dict.fromkeys(values))
-
-
-def single_attack_iterations(args, default, mode):
-    """The one --attack-iter value a mode that attacks with one length (training) accepts."""
-    values = attack_iteration_list(args, default)
-    if len(values) != 1:
-        raise ValueError("{} takes one --attack-iter value, got {}; a comma list of attack lengths is for "
-                         "--eval".format(mode, ",".join(map(str, values))))
-    return values[0]

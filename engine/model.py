@@ -1,39 +1,67 @@
-"""The model description for Tensorpack: inputs, the attack, the loss, the optimizer.
+"""The model description for Tensorpack (inputs, the attack, the loss, the optimizer) and
+the attacker's view of the network.
 
 Feature Denoising, Sec. 5: "adversarial training ... we use only adversarial images for
 training"; the attacker runs with BN in inference mode, and its image is a constant for
-the weight update.
+the weight update (docs/FACTS.md Sec. 4-5).
 """
+import logging
 import re
+from dataclasses import dataclass
 
 import tensorflow as tf
 from tensorpack import ModelDesc
 from tensorpack.tfutils.summary import add_moving_summary
 
-from nets import Layout, logits
-from nets.layers import folded_batch_norm
+from attacker import Model
+from nets import BuildOptions, logits
+from nets.layout import gpu_available, layout_scope
 
-from .session import layout_scope
 
 tf1 = tf.compat.v1
+log = logging.getLogger(__name__)
+
+FP16_GRADIENT_SCALE = 1024.0   # keeps float16 gradients from underflowing; sign(grad) ignores it
 
 
-def model_fn_for(spec, layout):
-    """images [0, 255] -> logits with BN in inference mode: what attackers and evaluation call."""
-    def model_fn(image, dtype=tf.float32, fold_batch_norm=False):
-        with folded_batch_norm(fold_batch_norm):
-            return logits(image, spec, layout, training=False, dtype=dtype)
-    return model_fn
+@dataclass(frozen=True)
+class AttackExecution:
+    """How an attack's inner steps run: the fast path (`--attack-dtype`, `--attack-fold-bn`,
+    `--attack-xla`). What an attack reports always comes from the exact float32 model."""
+    compute_dtype: str = "float32"
+    fold_batch_norm: bool = False
+    xla: bool = False
 
 
-def attack_graph(spec, layout, attacker):
+def xla_compile(fn, inputs):
+    """`fn(*inputs)` as one XLA computation (a jit scope around a tf.while_loop marks only the
+    While op, not its body, so it compiles next to nothing)."""
+    if not gpu_available():
+        log.warning("--attack-xla without a GPU: XLA's CPU convolutions are much slower than oneDNN's "
+                    "(about 6-15x for these models, see BENCHMARKS.md)")
+    return tf1.xla.experimental.compile(fn, inputs)
+
+
+def attack_model(spec, options=BuildOptions(), execution=AttackExecution()):
+    """The network as attacks see it (attacker.Model), BN in inference mode."""
+    def logits_with(opts):
+        return lambda image: logits(image, spec, training=False, options=opts)
+    exact = options.exact
+    steps = exact.replace(compute_dtype=execution.compute_dtype, fold_batch_norm=execution.fold_batch_norm)
+    return Model(logits=logits_with(exact), num_classes=spec.num_classes,
+                 step_logits=logits_with(steps) if steps != exact else None,
+                 compile=xla_compile if execution.xla else None,
+                 gradient_scale=FP16_GRADIENT_SCALE if execution.compute_dtype == "float16" else 1.0)
+
+
+def attack_graph(spec, options, attack, execution=AttackExecution(), prefix="eval"):
     """(uint8 image placeholder, label placeholder, AttackResult) built in the current graph,
-    sharing the model's variables."""
+    sharing the model's variables; the attack's steps run as `execution` says."""
     size = spec.image_size
-    images = tf1.placeholder(tf.uint8, [None, size, size, 3], name="eval_images")
-    labels = tf1.placeholder(tf.int32, [None], name="eval_labels")
-    with layout_scope(layout):
-        result = attacker.attack(tf.cast(images, tf.float32), labels, model_fn_for(spec, layout))
+    images = tf1.placeholder(tf.uint8, [None, size, size, 3], name=prefix + "_images")
+    labels = tf1.placeholder(tf.int32, [None], name=prefix + "_labels")
+    with layout_scope(options.layout):
+        result = attack.attack(tf.cast(images, tf.float32), labels, attack_model(spec, options, execution))
     return images, labels, result
 
 
@@ -44,13 +72,11 @@ def weight_decay_cost(recipe):
 
 
 class AdversarialModel(ModelDesc):
-    """Trains on the attacker's images (the clean ones with NoOpAttacker)."""
+    """Trains on the attack's images (the clean ones with the clean attack)."""
 
-    def __init__(self, spec, data_format, attacker, recipe, learning_rate):
-        self.spec = spec
-        self.layout = Layout(data_format)
-        self.attacker = attacker
-        self.recipe = recipe
+    def __init__(self, spec, options, attack, recipe, learning_rate, execution=AttackExecution()):
+        self.spec, self.options, self.attack, self.recipe = spec, options, attack, recipe
+        self.execution = execution
         self.initial_learning_rate = learning_rate
 
     def inputs(self):
@@ -60,9 +86,10 @@ class AdversarialModel(ModelDesc):
 
     def build_graph(self, image, label):
         image = tf.cast(image, tf.float32)
-        with layout_scope(self.layout):
-            adversarial, target = self.attacker.perturb(image, label, model_fn_for(self.spec, self.layout))
-            train_logits = logits(adversarial, self.spec, self.layout, training=True)
+        with layout_scope(self.options.layout):
+            adversarial, target = self.attack.perturb(image, label, attack_model(self.spec, self.options,
+                                                                                 self.execution))
+            train_logits = logits(adversarial, self.spec, training=True, options=self.options)
         onehot = tf.one_hot(label, self.spec.num_classes)
         xentropy = tf1.losses.softmax_cross_entropy(onehot, train_logits, label_smoothing=self.recipe.label_smoothing,
                                                     reduction=tf1.losses.Reduction.MEAN)

@@ -3,25 +3,35 @@ attack outcome. The one place a model graph and its session are built for infere
 import numpy as np
 import tensorflow as tf
 
-from attacker import NoOpAttacker
-from nets import Layout
+from attacker import build_attack
+from nets import logits
+from nets.layout import gpu_available, layout_scope
 from nets.checkpoint import load_weights, read_weights
 
-from .model import attack_graph, model_fn_for
-from .session import layout_scope, session_config
+from .model import AttackExecution, attack_graph
 
 tf1 = tf.compat.v1
 
 
+def session_config(gpu_index=0):
+    """One GPU per process (its Horovod local rank), memory grown as needed."""
+    config = tf1.ConfigProto(allow_soft_placement=True)
+    config.gpu_options.allow_growth = True
+    if gpu_available():
+        config.gpu_options.visible_device_list = str(gpu_index)
+    return config
+
+
 class Predictor:
-    def __init__(self, spec, data_format, weights_path=None, ignore_mismatch=False, attacker=None, gpu_index=0):
+    def __init__(self, spec, options, weights_path=None, ignore_mismatch=False, attack=None, gpu_index=0,
+                 execution=AttackExecution()):
         self.spec = spec
         self.graph = tf.Graph()
         with self.graph.as_default():
-            layout = Layout(data_format)
-            self.images, self.labels, self.attack_result = attack_graph(spec, layout, attacker or NoOpAttacker())
-            with layout_scope(layout):
-                self.logits = model_fn_for(spec, layout)(tf.cast(self.images, tf.float32))
+            self.images, self.labels, self.attack_result = attack_graph(spec, options, attack or build_attack("clean"),
+                                                                        execution)
+            with layout_scope(options.layout):
+                self.logits = logits(tf.cast(self.images, tf.float32), spec, training=False, options=options.exact)
             self.session = tf1.Session(config=session_config(gpu_index))
             self.session.run(tf1.global_variables_initializer())
             self.load_message = None
@@ -41,7 +51,7 @@ class Predictor:
         return self.session.run(self.logits, {self.images: self._check(images)})
 
     def attack(self, images, labels):
-        """The attacker's AttackResult (numpy) for one batch (clean images without an attacker)."""
+        """The attack's AttackResult (numpy) for one batch (clean images without an attack)."""
         return self.session.run(self.attack_result, {self.images: self._check(images), self.labels: labels})
 
     def close(self):

@@ -2,12 +2,13 @@
 
 Feature Denoising, Sec. 5: "distributed SGD ... 32 images per GPU ... learning rate 0.1 x
 B/256 ... decreased by 10x at the 35th, 70th and 95th epoch ... label smoothing 0.1 ...
-weight decay 1e-4 ... 110 epochs", with a linear warm-up when the learning rate is large.
+weight decay 1e-4 ... 110 epochs", with a linear warm-up when the learning rate is large
+(docs/FACTS.md Sec. 5).
 """
 import logging
 import os
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import Dict, Optional
 
 import tensorflow as tf
 from tensorpack import TrainConfig, launch_train_with_config, logger
@@ -15,14 +16,13 @@ from tensorpack.callbacks import EstimatedTimeLeft, ModelSaver, ScheduledHyperPa
 from tensorpack.input_source import QueueInput
 from tensorpack.tfutils.sessinit import SessionInit
 
-from attacker import build_attacker
-from nets import Layout
+from attacker import Attack, monitor_key
+from nets import BuildOptions
 from nets.checkpoint import load_weights, read_weights
 
 from . import tensorpack_compat
-from .callbacks import AttackEvaluation
-from .distributed import sum_across_ranks_fn
-from .model import AdversarialModel
+from .callbacks import evaluation_callbacks
+from .model import AdversarialModel, AttackExecution
 
 tf1 = tf.compat.v1
 log = logging.getLogger(__name__)
@@ -33,14 +33,16 @@ class TrainJob:
     """Everything a training run needs besides the recipe and the model spec."""
     data: Optional[str]
     logdir: str
-    data_format: str
-    attack_settings: dict                 # PGDAttacker keyword arguments (epsilon, step size, ...)
+    attack: Attack                                  # the training attack
+    options: BuildOptions = BuildOptions()
+    eval_attacks: Dict[str, Attack] = field(default_factory=dict)     # {schedule entry: attack}
+    execution: AttackExecution = AttackExecution()  # the training attack's fast path
     workers: int = 2
     load: Optional[str] = None
     ignore_mismatch: bool = False
     starting_epoch: Optional[int] = None
     resume: bool = False
-    data_server: Optional[str] = None     # ZMQ address of `python -m data.serve`
+    data_server: Optional[str] = None               # ZMQ address of `python -m tools.serve_data`
     max_checkpoints: int = 3
 
 
@@ -58,10 +60,11 @@ class StrictInit(SessionInit):
             log.warning("loaded with --ignore-mismatch: %s", message)
 
 
-def default_logdir(spec, arch, depth, recipe, epsilon, total_batch):
+def default_logdir(spec, arch, depth, recipe, attack, total_batch):
     denoise = spec.denoise_op + "@" + spec.denoise_placement if spec.denoise_placement != "none" else "nodenoise"
-    return os.path.join("train_log", "{}{}-{}-pgd{}-eps{:g}-b{}-{}px".format(
-        arch, depth, denoise, recipe.attack_iterations, epsilon, total_batch, spec.image_size))
+    epsilon = "-eps{:g}".format(attack.epsilon) if hasattr(attack, "epsilon") else ""
+    return os.path.join("train_log", "{}{}-{}-{}{}-b{}-{}px".format(
+        arch, depth, denoise, monitor_key(attack), epsilon, total_batch, spec.image_size))
 
 
 def latest_checkpoint(logdir):
@@ -95,21 +98,8 @@ def resolve_start(job, steps_per_epoch):
     return job.load, starting_epoch
 
 
-def training_attacker(recipe, spec, attack_settings):
-    """Sec. 5: PGD with `recipe.attack_iterations` steps, 20% of batches from the clean image."""
-    return build_attacker(recipe.attack_iterations, num_classes=spec.num_classes,
-                          prob_start_from_clean=recipe.attack_prob_start_from_clean, **attack_settings)
-
-
-def evaluation_attackers(recipe, spec, attack_settings):
-    """{iterations: attacker} for the evaluation schedule (always from noise, one restart)."""
-    settings = dict(attack_settings, restarts=1)
-    return {iterations: build_attacker(iterations, num_classes=spec.num_classes, **settings)
-            for iterations, _ in recipe.eval_schedule}
-
-
 def training_dataflow(job, recipe, spec, world):
-    """Batches decoded here, or received from `python -m data.serve` at job.data_server.
+    """Batches decoded here, or received from `python -m tools.serve_data` at job.data_server.
 
     A data server's stream has no end, so one epoch is counted from job.data: this rank's
     share of ROOT/train in batches, as when decoding locally.
@@ -139,10 +129,9 @@ def train(spec, recipe, job, world, dataflow=None, extra_callbacks=()):
         return job.logdir
     if world.is_chief:
         logger.set_logger_dir(job.logdir, action="k")
-    layout = Layout(job.data_format)
-    attacker = training_attacker(recipe, spec, job.attack_settings)
     lr_schedule = recipe.lr_schedule(total_batch)
-    model = AdversarialModel(spec, job.data_format, attacker, recipe, learning_rate=lr_schedule[0][1])
+    model = AdversarialModel(spec, job.options, job.attack, recipe, learning_rate=lr_schedule[0][1],
+                             execution=job.execution)
     callbacks = [
         ModelSaver(max_to_keep=job.max_checkpoints, checkpoint_dir=job.logdir),
         ScheduledHyperParamSetter("learning_rate", lr_schedule),
@@ -151,11 +140,11 @@ def train(spec, recipe, job, world, dataflow=None, extra_callbacks=()):
     warmup = recipe.warmup_schedule(total_batch, steps_per_epoch)
     if warmup:
         callbacks.append(ScheduledHyperParamSetter("learning_rate", warmup, interp="linear", step_based=True))
-    if job.data and recipe.eval_schedule:
-        eval_flow = build_eval_dataflow(job.data, recipe.batch_per_gpu, image_size=spec.image_size,
-                                        workers=job.workers, shard_index=world.rank, num_shards=world.size)
-        callbacks.append(AttackEvaluation(spec, layout, evaluation_attackers(recipe, spec, job.attack_settings),
-                                          recipe, eval_flow, sum_across_ranks_fn(world), world.is_chief))
+    if job.data and job.eval_attacks:
+        def shard():
+            return build_eval_dataflow(job.data, recipe.batch_per_gpu, image_size=spec.image_size,
+                                       workers=job.workers, shard_index=world.rank, num_shards=world.size)
+        callbacks += evaluation_callbacks(spec, job.options, recipe, job.eval_attacks, shard, world.hvd)
     config = TrainConfig(
         model=model, data=QueueInput(dataflow), callbacks=callbacks, steps_per_epoch=steps_per_epoch,
         max_epoch=recipe.epochs, starting_epoch=starting_epoch,
@@ -167,7 +156,6 @@ def train(spec, recipe, job, world, dataflow=None, extra_callbacks=()):
         from tensorpack.train import SimpleTrainer
         trainer = SimpleTrainer()
     log.info("training %s: total batch %d on %d rank(s), %d steps per epoch, epochs %d..%d, attack %s",
-             job.logdir, total_batch, world.size, steps_per_epoch, starting_epoch, recipe.epochs,
-             "PGD-{}".format(recipe.attack_iterations) if recipe.attack_iterations else "none (clean)")
+             job.logdir, total_batch, world.size, steps_per_epoch, starting_epoch, recipe.epochs, job.attack.label)
     launch_train_with_config(config, trainer)
     return job.logdir

@@ -1,13 +1,18 @@
-"""Named architectures (the CLI's `--arch`): each is a setting of the one backbone.
+"""Named architectures (the CLI's `--arch`): each is a function of the depth returning an
+`ArchSpec`, the settings of a registered backbone (nets/backbone.py `BACKBONES`).
 
-A new architecture is one function and one `ARCHITECTURES` line. The published ones
-(SPEC Sec. 2) must keep exactly the variable names and shapes of
-../shared/checkpoints/<Arch>-<depth>.json.
+A new architecture is one function with one `@ARCHITECTURES.register(name)` line; a new
+topology registers a backbone and names it in `ArchSpec.backbone`. The published ones
+(docs/FACTS.md Sec. 2) keep exactly the variable names and shapes of
+docs/checkpoints/<Arch>-<depth>.json.
 """
 import dataclasses
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
+from config import DEFAULTS
+
+from .backbone import BACKBONES
 from .denoise import DENOISE_OPS
 from .registry import Registry
 
@@ -32,8 +37,8 @@ class ArchSpec:
     denoise_placement: str = "none"                 # none | group | block
     denoise_window: int = 3
     num_classes: int = 1000
-    image_size: int = 224
-    bn_group_size: int = 0                          # training BN statistics per this many images (0: batch)
+    image_size: int = DEFAULTS.image_size
+    backbone: str = "resnet"                        # a name in nets.backbone.BACKBONES
 
     def __post_init__(self):
         if len(self.widths) != len(self.blocks):
@@ -49,16 +54,13 @@ class ArchSpec:
                 raise ValueError("denoise placement '{}' needs a denoising operation (--denoise-op)".format(
                     self.denoise_placement))
             DENOISE_OPS.get(self.denoise_op)       # raises with the list of known operations
+        BACKBONES.get(self.backbone)                # raises with the list of known backbones
         if self.denoise_window < 1 or self.denoise_window % 2 == 0:
             raise ValueError("denoise window must be a positive odd number, got {}".format(self.denoise_window))
 
     @property
     def group_strides(self):
         return (1,) + (2,) * (len(self.blocks) - 1)
-
-    @property
-    def uses_grouped_conv(self):
-        return self.cardinality > 1
 
 
 def blocks_for_depth(depth):

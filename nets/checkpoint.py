@@ -1,13 +1,15 @@
 """Read, check and load weights: Tensorpack `.npz` files (the published models) and TF checkpoints.
 
-SPEC Sec. 3: a model built with the same --arch/-d has exactly the names and shapes of the
-published files, so they load unchanged; anything else is an error that says what differs.
+docs/FACTS.md Sec. 3: a model built with the same --arch/-d has exactly the names and shapes
+of the published files, so they load unchanged; anything else is an error that says what differs.
 """
 import os
 import re
 
 import numpy as np
 import tensorflow as tf
+
+from files import atomic_write
 
 tf1 = tf.compat.v1
 
@@ -99,8 +101,5 @@ def save_npz(session, path, variables=None):
     """Write the model's variables as a Tensorpack-style `.npz` ({name: array}, no ':0')."""
     variables = variables if variables is not None else tf1.global_variables()
     values = session.run({v.op.name: v for v in variables if not TRAINING_STATE.search(v.op.name)})
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = path + ".tmp.npz"
-    np.savez_compressed(tmp, **values)
-    os.replace(tmp, path)
+    with atomic_write(path, "wb") as f:
+        np.savez_compressed(f, **values)

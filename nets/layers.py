@@ -1,47 +1,24 @@
 """The few layers the models need, with Tensorpack's variable names.
 
-Names and shapes follow the published checkpoints (SPEC Sec. 3): a conv has `W` in HWIO
-([k, k, in / groups, out]), no bias; BN has `gamma`, `beta`, `mean/EMA`, `variance/EMA`
+Names and shapes follow the published checkpoints (docs/FACTS.md Sec. 3): a conv has `W` in
+HWIO ([k, k, in / groups, out]), no bias; BN has `gamma`, `beta`, `mean/EMA`, `variance/EMA`
 (Tensorpack's defaults: momentum 0.9, epsilon 1e-5); the classifier has `linear/W`, `linear/b`.
 Every variable is created with `tf.compat.v1.get_variable`, so calling a model twice under
 `reuse=AUTO_REUSE` (clean forward, attack forward) shares the weights.
-"""
-import contextlib
-import contextvars
 
+Why not Tensorpack's own Conv2D/BatchNorm, which give the same names: here the BN mode
+(batch or moving statistics) is an argument, not the tower's training flag, because the
+attacker runs inference-mode BN inside the training tower; and three things the project
+needs are not options there: BN folded into the conv weights for the attack steps, BN
+statistics per group of images (one process computing what several GPUs compute), and a
+compute dtype (bfloat16/float16) different from the float32 variables.
+"""
 import tensorflow as tf
 
 tf1 = tf.compat.v1
 
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
-_BN_GROUP_SIZE = contextvars.ContextVar("bn_group_size", default=0)
-_FOLD_BN = contextvars.ContextVar("fold_bn", default=False)
-
-
-@contextlib.contextmanager
-def batch_norm_groups(group_size):
-    """Within this scope, training-mode BN normalises each consecutive group of `group_size`
-    images with that group's statistics (0: the whole batch), as separate GPUs would: one
-    process with batch 2 x 32 then computes what two GPUs with 32 images each compute."""
-    token = _BN_GROUP_SIZE.set(group_size)
-    try:
-        yield
-    finally:
-        _BN_GROUP_SIZE.reset(token)
-
-
-@contextlib.contextmanager
-def folded_batch_norm(enabled=True):
-    """Within this scope, an inference-mode conv -> BN is built as one conv with the BN scale
-    folded into its weights plus a per-channel bias: the same function (up to rounding), one
-    elementwise pass fewer each way, and a Conv2D + BiasAdd (+ ReLU) that TF's graph
-    optimizer fuses into one kernel. Training-mode BN (batch statistics) is never folded."""
-    token = _FOLD_BN.set(enabled)
-    try:
-        yield
-    finally:
-        _FOLD_BN.reset(token)
 
 
 def he_fan_out():
@@ -70,19 +47,20 @@ def _convolve(x, kernel, layout, stride):
     return tf.nn.conv2d(x, tf.cast(kernel, x.dtype), strides, "SAME", data_format=layout.data_format)
 
 
-def batch_norm(name, x, layout, training, zero_init=False):
-    """Batch normalisation; in training it normalises with batch statistics and updates the EMAs.
+def batch_norm(name, x, options, training, zero_init=False):
+    """Batch normalisation; in training it normalises with batch statistics (per group of
+    `options.bn_group_size` images, if set) and updates the EMAs.
 
     The EMA update is attached to the output (Tensorpack's "internal update"), so it runs
     exactly when this forward pass runs, and never when BN is built with training=False
     (as the attacker does).
     """
+    layout = options.layout
     gamma, beta, moving_mean, moving_var = _bn_variables(name, layout.channels(x), zero_init)
     if not training:
         return _normalize(x, moving_mean, moving_var, gamma, beta, layout)
-    group_size = _BN_GROUP_SIZE.get()
-    if group_size:
-        return _group_batch_norm(x, group_size, moving_mean, moving_var, gamma, beta, layout)
+    if options.bn_group_size:
+        return _group_batch_norm(x, options.bn_group_size, moving_mean, moving_var, gamma, beta, layout)
     axes = [0] + list(layout.spatial_axes)
     mean, var = tf.nn.moments(tf.cast(x, tf.float32), axes)
     out = _normalize(x, mean, var, gamma, beta, layout)
@@ -141,21 +119,26 @@ def _normalize(x, mean, var, gamma, beta, layout):
     return x * tf.cast(tf.reshape(scale, shape), x.dtype) + tf.cast(tf.reshape(shift, shape), x.dtype)
 
 
-def conv_bn(name, x, out_channels, kernel, layout, training, stride=1, groups=1, relu=True,
+def conv_bn(name, x, out_channels, kernel, options, training, stride=1, groups=1, relu=True,
             zero_init=False):
-    """conv -> BN (scope `<name>/bn`) -> optional ReLU: Tensorpack's `Conv2D(..., activation=BNReLU)`."""
-    if not training and _FOLD_BN.get():
-        x = _folded_conv_bn(name, x, out_channels, kernel, layout, stride, groups, zero_init)
+    """conv -> BN (scope `<name>/bn`) -> optional ReLU: Tensorpack's `Conv2D(..., activation=BNReLU)`.
+
+    With `options.fold_batch_norm`, an inference-mode conv -> BN is one conv with the BN scale
+    folded into its weights plus a per-channel bias: the same function (up to rounding), one
+    elementwise pass fewer each way, and a Conv2D + BiasAdd (+ ReLU) that TF's graph optimizer
+    fuses into one kernel. Batch statistics (training) cannot be folded.
+    """
+    if not training and options.fold_batch_norm:
+        x = _folded_conv_bn(name, x, out_channels, kernel, options.layout, stride, groups, zero_init)
     else:
-        x = conv2d(name, x, out_channels, kernel, layout, stride=stride, groups=groups)
+        x = conv2d(name, x, out_channels, kernel, options.layout, stride=stride, groups=groups)
         with tf1.variable_scope(name):
-            x = batch_norm("bn", x, layout, training, zero_init=zero_init)
+            x = batch_norm("bn", x, options, training, zero_init=zero_init)
     return tf.nn.relu(x) if relu else x
 
 
 def _folded_conv_bn(name, x, out_channels, kernel, layout, stride, groups, zero_init):
-    """conv(x, W) * scale + shift computed as conv(x, W * scale) + shift (see folded_batch_norm),
-    with the same variables."""
+    """conv(x, W) * scale + shift computed as conv(x, W * scale) + shift, with the same variables."""
     kernel_var = _conv_kernel(name, layout.channels(x), out_channels, kernel, groups)
     with tf1.variable_scope(name):
         gamma, beta, moving_mean, moving_var = _bn_variables("bn", out_channels, zero_init)

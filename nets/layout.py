@@ -3,6 +3,7 @@
 Every layer and denoising operation takes a `Layout`, so the same weights give the same
 numbers in both; only the axes differ.
 """
+import contextlib
 from dataclasses import dataclass
 
 import tensorflow as tf
@@ -55,6 +56,15 @@ class Layout:
 
 def gpu_available():
     return bool(tf.config.list_physical_devices("GPU"))
+
+
+def layout_scope(layout):
+    """TF's CPU kernels run only NHWC: an NCHW graph on a machine without a GPU is compiled
+    with XLA, which runs either layout."""
+    if layout.channels_last or gpu_available():
+        return contextlib.nullcontext()
+    from tensorflow.python.compiler.xla import jit
+    return jit.experimental_jit_scope(True)
 
 
 def resolve_data_format(choice="auto"):

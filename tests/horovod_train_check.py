@@ -16,15 +16,16 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tensorpack.callbacks import Callback  # noqa: E402
 from tensorpack.dataflow import DataFromList  # noqa: E402
 
+from attacker import build_attack  # noqa: E402
 from config import PUBLISHED  # noqa: E402
 from engine.distributed import init_world  # noqa: E402
 from engine.train import TrainJob, train  # noqa: E402
-from nets import build_spec  # noqa: E402
+from nets import BuildOptions, build_spec  # noqa: E402
 from nets.checkpoint import save_npz  # noqa: E402
 
 SIZE, CLASSES, PER_RANK = 16, 5, 4
 SPEC = build_spec("ResNetDenoise", 50, blocks=(1, 1, 1, 1), widths=(4, 4, 8, 8), stem="small", stem_width=8,
-                  num_classes=CLASSES, image_size=SIZE, bn_group_size=PER_RANK)
+                  num_classes=CLASSES, image_size=SIZE)
 
 
 def fixed_batches(steps, total):
@@ -57,8 +58,9 @@ def main():
     batches = [[images[rows], labels[rows]] for images, labels in fixed_batches(args.steps, total)]
     recipe = dataclasses.replace(PUBLISHED, batch_per_gpu=len(batches[0][1]), epochs=1, base_lr_per_256=6.4,
                                  warmup_epochs=0, attack_iterations=args.attack_iter, eval_schedule=())
-    job = TrainJob(data=None, logdir=os.path.join(args.out, "log"), data_format="NHWC", attack_settings=dict(seed=0),
-                   load=args.init, workers=0)
+    attack = build_attack("pgd", dict(iterations=args.attack_iter, seed=0)) if args.attack_iter else build_attack("clean")
+    job = TrainJob(data=None, logdir=os.path.join(args.out, "log"), attack=attack,
+                   options=BuildOptions(bn_group_size=PER_RANK), load=args.init, workers=0)
     train(SPEC, recipe, job, world, dataflow=DataFromList(batches, shuffle=False),
           extra_callbacks=[SaveWeightsAtEnd(os.path.join(args.out, "rank{}.npz".format(world.rank)))])
 

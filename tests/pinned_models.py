@@ -8,8 +8,8 @@ import zlib
 import numpy as np
 import tensorflow as tf
 
-from attacker import PGDAttacker
-from nets import Layout, build_spec, logits
+from attacker import PGD, Model
+from nets import build_spec, logits
 
 tf1 = tf.compat.v1
 
@@ -49,20 +49,17 @@ def pinned_outputs(name):
     "adversarial": PGD-3 from the clean image towards label + 1} for config `name`."""
     arch, overrides = PINNED_CONFIGS[name]
     spec = build_spec(arch, 50, **{**TINY, **overrides})
-    layout = Layout("NHWC")
     images = pinned_images()
     labels = np.arange(len(images), dtype=np.int32) % spec.num_classes
     with tf.Graph().as_default():
         x = tf1.placeholder(tf.float32, images.shape)
         y = tf1.placeholder(tf.int32, labels.shape)
 
-        def model_fn(image):
-            return logits(image, spec, layout, training=False)
-        fetches = dict(logits=model_fn(x))
-        attacker = PGDAttacker(3, epsilon=16, num_classes=spec.num_classes, target_offset=1,
-                               prob_start_from_clean=1.0)
-        fetches["adversarial"] = attacker.perturb(x, y, model_fn)[0]
-        train_logits = logits(x, spec, layout, training=True)      # moves the BN averages: run last
+        model = Model(lambda image: logits(image, spec, training=False), spec.num_classes)
+        fetches = dict(logits=model.logits(x))
+        attack = PGD(3, epsilon=16, target_offset=1, prob_start_from_clean=1.0)
+        fetches["adversarial"] = attack.perturb(x, y, model)[0]
+        train_logits = logits(x, spec, training=True)      # moves the BN averages: run last
         config = tf1.ConfigProto(intra_op_parallelism_threads=1, inter_op_parallelism_threads=1)
         with tf1.Session(config=config) as session:
             for var in tf1.global_variables():

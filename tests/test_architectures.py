@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from nets import ARCHITECTURES, build_spec, logits
+from nets import ARCHITECTURES, BuildOptions, build_spec, logits
 from tests.tf_helpers import nchw_runs_here, randomize_variables, run_graph
 
 tf1 = tf.compat.v1
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MANIFEST_DIR = os.environ.get("FD_MANIFEST_DIR", os.path.join(ROOT, "..", "shared", "checkpoints"))
+MANIFEST_DIR = os.path.join(ROOT, "docs", "checkpoints")
 MANIFESTS = sorted(glob.glob(os.path.join(MANIFEST_DIR, "*.json")))
 
 
@@ -21,9 +21,8 @@ def model_variables(spec):
     """{name: shape} of the graph built for `spec` (training graph: nothing extra is created)."""
     with tf.Graph().as_default():
         image = tf1.placeholder(tf.float32, [None, spec.image_size, spec.image_size, 3])
-        from nets import Layout
-        logits(image, spec, Layout("NHWC"), training=True)
-        logits(image, spec, Layout("NHWC"), training=False)      # a second call reuses every variable
+        logits(image, spec, training=True)
+        logits(image, spec, training=False)      # a second call reuses every variable
         return {v.op.name: v.shape.as_list() for v in tf1.global_variables()}
 
 
@@ -56,7 +55,8 @@ TINY_ARCHS = {
 def tiny_logits(name, data_format, images, seed=0):
     arch = name.split("+")[0]
     spec = build_spec(arch, 50, **{**TINY, **TINY_ARCHS[name]})
-    return run_graph(lambda layout, x: logits(x, spec, layout, training=False), [images], data_format,
+    return run_graph(lambda layout, x: logits(x, spec, training=False, options=BuildOptions(layout.data_format)),
+                     [images], data_format,
                      init=lambda s: randomize_variables(s, seed))
 
 
@@ -109,15 +109,16 @@ def test_denoise_op_alone_places_blocks_after_groups():
 def test_bn_groups_equal_separate_batches(data_format):
     """Training BN over groups of 3 images = BN run on each 3-image batch on its own; the
     EMAs move by the groups' average statistics."""
-    from nets.layers import batch_norm, batch_norm_groups
+    from nets.layers import batch_norm
     from tests.tf_helpers import from_layout, to_layout
     x = np.random.RandomState(0).normal(2.0, 3.0, [6, 4, 4, 5]).astype(np.float32)
 
     def build(layout, t):
-        with tf1.variable_scope("grouped"), batch_norm_groups(3):
-            grouped = batch_norm("bn", t, layout, training=True)
+        with tf1.variable_scope("grouped"):
+            grouped = batch_norm("bn", t, BuildOptions(layout.data_format, bn_group_size=3), training=True)
         with tf1.variable_scope("alone"):
-            alone = [batch_norm("bn{}".format(k), part, layout, training=True) for k, part in enumerate(tf.split(t, 2))]
+            alone = [batch_norm("bn{}".format(k), part, BuildOptions(layout.data_format), training=True)
+                     for k, part in enumerate(tf.split(t, 2))]
         with tf.control_dependencies([grouped] + alone):
             ema = {v.op.name: tf.identity(v) for v in tf1.global_variables() if "EMA" in v.op.name}
         return grouped, tf.concat(alone, 0), ema
@@ -133,13 +134,11 @@ def test_bn_groups_equal_separate_batches(data_format):
 
 def folded_and_plain(name, data_format, images, training=False):
     """(logits, d logits[:, 0] / d image) of the same weights built with and without
-    folded_batch_norm, and the variables each graph created."""
-    from nets.layers import folded_batch_norm
+    BuildOptions.fold_batch_norm, and the variables each graph created."""
     spec = build_spec(name, 50, **{**TINY, **TINY_ARCHS[name]})
 
     def build(layout, x, fold):
-        with folded_batch_norm(fold):
-            out = logits(x, spec, layout, training=training)
+        out = logits(x, spec, training=training, options=BuildOptions(layout.data_format, fold_batch_norm=fold))
         names = sorted((v.op.name, tuple(v.shape.as_list())) for v in tf1.global_variables())
         return out, tf.gradients(out[:, 0], x)[0], tf.constant(repr(names))
     return [run_graph(lambda layout, x: build(layout, x, fold), [images], data_format,

@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from attacker import (NoOpAttacker, PGDAttacker, attack_loss, build_attacker, outcome, random_wrong_target,
-                      step_size_for)
+from attacker import PGD, Model, attack_loss, build_attack, outcome, random_wrong_target, step_size_for
 from attacker.metrics import Counts
-from nets import Layout, build_spec, logits
+from engine.model import FP16_GRADIENT_SCALE
+from nets import build_spec, logits
 from tests.tf_helpers import randomize_variables
 
 tf1 = tf.compat.v1
@@ -20,6 +20,9 @@ def mlp(x, dtype=tf.float32):
         w1 = tf.cast(tf1.get_variable("w1", [SIZE * SIZE * 3, 32]), dtype)
         w2 = tf.cast(tf1.get_variable("w2", [32, CLASSES]), dtype)
         return tf.cast(tf.matmul(tf.nn.relu(tf.matmul(h, w1)), w2), tf.float32)
+
+
+MLP = Model(mlp, CLASSES)
 
 
 def synthetic_data(n, seed):
@@ -47,7 +50,10 @@ def trained():
         for step in range(150):
             batch = slice((step * 64) % 1936, (step * 64) % 1936 + 64)
             session.run(train, {image: images[batch], label: labels[batch]})
-    test_images, test_labels = synthetic_data(200, seed=2)
+        test_images, test_labels = synthetic_data(200, seed=2)
+        accuracy = np.mean(session.run(tf.argmax(mlp(image), 1), {image: test_images}) == test_labels)
+    # every strength test below assumes a model worth attacking
+    assert accuracy > 0.95, "the fixture's classifier did not train ({:.2f})".format(accuracy)
     yield graph, session, image, label, test_images, test_labels
     session.close()
 
@@ -55,24 +61,20 @@ def trained():
 def run_attack(trained, attacker, method="attack"):
     graph, session, image, label, images, labels = trained
     with graph.as_default():
-        out = getattr(attacker, method)(image, label, mlp)
+        out = getattr(attacker, method)(image, label, MLP)
         return session.run(out, {image: images, label: labels}), images, labels
 
 
 def clean_accuracy(trained):
-    (result, images, labels) = run_attack(trained, NoOpAttacker())
+    (result, images, labels) = run_attack(trained, build_attack("clean"))
     return result.correct_top1.mean()
-
-
-def test_model_trained(trained):
-    assert clean_accuracy(trained) > 0.95
 
 
 @pytest.mark.parametrize("iterations", [1, 2, 7])
 @pytest.mark.parametrize("from_clean", [0.0, 1.0])
 @pytest.mark.parametrize("targeted", [True, False])
 def test_adversarial_stays_in_epsilon_ball_and_valid_range(trained, iterations, from_clean, targeted):
-    attacker = PGDAttacker(iterations, epsilon=16, num_classes=CLASSES, prob_start_from_clean=from_clean,
+    attacker = PGD(iterations, epsilon=16, prob_start_from_clean=from_clean,
                            targeted=targeted, seed=3)
     (adv, target), images, _ = run_attack(trained, attacker, "perturb")
     assert np.abs(adv - images).max() <= 16 + 1e-4
@@ -81,13 +83,12 @@ def test_adversarial_stays_in_epsilon_ball_and_valid_range(trained, iterations, 
 
 
 def test_zero_iterations_return_the_clean_image(trained):
-    attacker = build_attacker(0)
-    assert isinstance(attacker, NoOpAttacker)
+    attacker = build_attack("clean")
     result, images, labels = run_attack(trained, attacker)
     np.testing.assert_array_equal(result.adversarial, images)
     assert not result.hit.any()
     with pytest.raises(ValueError, match="at least 1 iteration"):
-        PGDAttacker(0)
+        PGD(0)
 
 
 def test_step_size_rule():
@@ -96,7 +97,7 @@ def test_step_size_rule():
     assert step_size_for(16, 1, 1.0) == 16.0
     assert step_size_for(8, 4, 1.0) == 2.0
     assert step_size_for(16, 10, 2.0) == 2.0
-    assert PGDAttacker(10).step == pytest.approx(1.6)
+    assert PGD(10).step == pytest.approx(1.6)
 
 
 def test_random_target_is_never_the_label_and_covers_the_others():
@@ -114,7 +115,7 @@ def test_random_target_is_never_the_label_and_covers_the_others():
 
 def test_fixed_target_offset():
     with tf.Graph().as_default(), tf1.Session() as session:
-        target = session.run(PGDAttacker(1, num_classes=5, target_offset=2).choose_target(tf.constant([0, 3, 4])))
+        target = session.run(PGD(1, target_offset=2).choose_target(tf.constant([0, 3, 4]), 5))
     np.testing.assert_array_equal(target, [2, 0, 1])
 
 
@@ -122,10 +123,10 @@ def test_targeted_loss_falls_and_success_rises_with_iterations(trained):
     graph, session, image, label, images, labels = trained
     losses, successes = [], []
     for iterations in (1, 3, 10):
-        attacker = PGDAttacker(iterations, epsilon=8, step_size=1, num_classes=CLASSES, target_offset=1,
+        attacker = PGD(iterations, epsilon=8, step_size=1, target_offset=1,
                                prob_start_from_clean=1.0)
         with graph.as_default():
-            adv, target = attacker.perturb(image, label, mlp)
+            adv, target = attacker.perturb(image, label, MLP)
             loss = tf.reduce_mean(attack_loss(mlp(adv), label, target, "xent", True))
             hit = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(mlp(adv), 1, output_type=tf.int32), target), tf.float32))
             values = session.run([loss, hit], {image: images, label: labels})
@@ -137,10 +138,10 @@ def test_targeted_loss_falls_and_success_rises_with_iterations(trained):
 
 def test_restarts_never_make_the_attack_weaker(trained):
     graph, session, image, label, images, labels = trained
-    settings = dict(epsilon=7, num_classes=CLASSES, seed=11)
+    settings = dict(epsilon=7, seed=11)
     with graph.as_default():
-        one = PGDAttacker(2, restarts=1, **settings).attack(image, label, mlp)
-        five = PGDAttacker(2, restarts=5, **settings).attack(image, label, mlp)
+        one = PGD(2, restarts=1, **settings).attack(image, label, MLP)
+        five = PGD(2, restarts=5, **settings).attack(image, label, MLP)
         one, five = session.run([one, five], {image: images, label: labels})
     np.testing.assert_array_equal(one.target, five.target)
     assert np.all(five.hit >= one.hit) and np.all(five.correct_top1 <= one.correct_top1)
@@ -152,12 +153,12 @@ def test_restarts_never_make_the_attack_weaker(trained):
 def test_restart_flags_aggregate_every_restart(trained):
     """correct only if correct under every restart; success if any restart hits."""
     graph, session, image, label, images, labels = trained
-    attacker = PGDAttacker(2, epsilon=7, num_classes=CLASSES, seed=5, restarts=4)
+    attacker = PGD(2, epsilon=7, seed=5, restarts=4)
     with graph.as_default():
-        combined = attacker.attack(image, label, mlp)
+        combined = attacker.attack(image, label, MLP)
         singles = []
         for r in range(4):
-            adv, target = attacker.perturb(image, label, mlp, restart=r)
+            adv, target = attacker.perturb(image, label, MLP, restart=r)
             singles.append(outcome(mlp(adv), label, target))
         combined, singles = session.run([combined, singles], {image: images, label: labels})
     top1, top5, hit = (np.array([s[k] for s in singles]) for k in range(3))
@@ -173,7 +174,7 @@ def test_restart_flags_aggregate_every_restart(trained):
 
 @pytest.mark.parametrize("loss", ["xent", "cw"])
 def test_untargeted_mode_lowers_accuracy(trained, loss):
-    attacker = PGDAttacker(10, epsilon=8, num_classes=CLASSES, targeted=False, loss=loss, seed=0)
+    attacker = PGD(10, epsilon=8, targeted=False, loss=loss, seed=0)
     result, _, labels = run_attack(trained, attacker)
     np.testing.assert_array_equal(result.target, labels)
     assert result.correct_top1.mean() < clean_accuracy(trained) - 0.2
@@ -204,9 +205,9 @@ def test_single_step_on_linear_model_matches_numpy():
     def linear(t, dtype=tf.float32):
         return tf.matmul(tf.reshape(t / 127.5 - 1.0, [-1, 12]), w) + b
 
-    attacker = PGDAttacker(1, epsilon=5, step_size=3, num_classes=3, target_offset=1, prob_start_from_clean=1.0)
+    attacker = PGD(1, epsilon=5, step_size=3, target_offset=1, prob_start_from_clean=1.0)
     with tf.Graph().as_default(), tf1.Session() as session:
-        adv, target = session.run(attacker.perturb(tf.constant(x), tf.constant(labels), linear))
+        adv, target = session.run(attacker.perturb(tf.constant(x), tf.constant(labels), Model(linear, 3)))
     z = (x.reshape(4, 12) / 127.5 - 1.0) @ w + b
     p = np.exp(z - z.max(1, keepdims=True))
     p /= p.sum(1, keepdims=True)
@@ -218,19 +219,16 @@ def test_single_step_on_linear_model_matches_numpy():
 
 
 TINY_RESNET = build_spec("ResNetDenoise", 50, blocks=(1, 1, 1, 1), widths=(4, 4, 8, 8), stem="small",
-                         stem_width=8, num_classes=CLASSES, image_size=SIZE)
+                         stem_width=8, image_size=SIZE)
 
 
 def test_attack_leaves_bn_statistics_alone_and_passes_no_gradient_to_weights():
-    layout = Layout("NHWC")
     with tf.Graph().as_default():
         image = tf1.placeholder(tf.float32, [None, SIZE, SIZE, 3])
         label = tf1.placeholder(tf.int32, [None])
-
-        def model_fn(x, dtype=tf.float32):
-            return logits(x, TINY_RESNET, layout, training=False, dtype=dtype)
-        adv, _ = PGDAttacker(3, num_classes=CLASSES, seed=0).perturb(image, label, model_fn)
-        train_logits = logits(adv, TINY_RESNET, layout, training=True)
+        model = Model(lambda x: logits(x, TINY_RESNET, training=False), CLASSES)
+        adv, _ = PGD(3, seed=0).perturb(image, label, model)
+        train_logits = logits(adv, TINY_RESNET, training=True)
         weights = tf1.trainable_variables()
         assert all(g is None for g in tf.gradients(tf.reduce_sum(adv), weights))
         grads = tf.gradients(tf.reduce_sum(train_logits), weights)
@@ -251,10 +249,14 @@ def test_attack_leaves_bn_statistics_alone_and_passes_no_gradient_to_weights():
 
 
 def test_half_precision_attack_is_close_to_float32(trained):
-    settings = dict(epsilon=8, num_classes=CLASSES, target_offset=1, prob_start_from_clean=1.0)
-    full, images, _ = run_attack(trained, PGDAttacker(5, **settings))
-    for dtype in ("bfloat16", "float16"):
-        half, _, _ = run_attack(trained, PGDAttacker(5, compute_dtype=dtype, **settings))
+    """The attack steps on a half-precision model (its own gradient scale for float16)."""
+    attack = PGD(5, epsilon=8, target_offset=1, prob_start_from_clean=1.0)
+    full, images, _ = run_attack(trained, attack)
+    graph, session, image, label, _, labels = trained
+    for dtype, scale in ((tf.bfloat16, 1.0), (tf.float16, FP16_GRADIENT_SCALE)):
+        model = Model(mlp, CLASSES, step_logits=lambda x, dtype=dtype: mlp(x, dtype), gradient_scale=scale)
+        with graph.as_default():
+            half = session.run(attack.attack(image, label, model), {image: images, label: labels})
         assert np.abs(half.adversarial - images).max() <= 8 + 1e-4
         assert abs(half.hit.mean() - full.hit.mean()) <= 0.1, dtype
 

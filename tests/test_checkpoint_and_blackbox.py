@@ -9,7 +9,7 @@ import tensorflow as tf
 import main
 from engine.blackbox import read_resized
 from engine.predictor import Predictor
-from nets import Layout, build_spec, logits
+from nets import BuildOptions, build_spec, logits
 from nets.checkpoint import CheckpointMismatch, read_weights, save_npz
 from tests.tf_helpers import randomize_variables
 
@@ -23,8 +23,7 @@ SPEC = build_spec("ResNetDenoise", 50, blocks=(1, 1, 1, 1), widths=(4, 4, 8, 8),
 
 def save_random_weights(path, spec=SPEC, checkpoint_prefix=None):
     with tf.Graph().as_default():
-        logits(tf1.placeholder(tf.float32, [None, spec.image_size, spec.image_size, 3]), spec,
-               Layout("NHWC"), training=False)
+        logits(tf1.placeholder(tf.float32, [None, spec.image_size, spec.image_size, 3]), spec, training=False)
         step = tf1.train.get_or_create_global_step()
         with tf1.Session() as session:
             session.run(tf1.global_variables_initializer())
@@ -42,7 +41,7 @@ def weights(tmp_path_factory):
 
 
 def test_npz_round_trip_gives_identical_weights(weights):
-    predictor = Predictor(SPEC, "NHWC", weights)
+    predictor = Predictor(SPEC, BuildOptions(), weights)
     with predictor.graph.as_default():
         loaded = predictor.session.run({v.op.name: v for v in tf1.global_variables()})
     saved = read_weights(weights)
@@ -55,8 +54,8 @@ def test_tf_checkpoint_loads_like_npz(tmp_path):
     npz = str(tmp_path / "w.npz")
     save_random_weights(npz, checkpoint_prefix=str(tmp_path / "ckpt" / "model"))
     images = np.random.RandomState(0).randint(0, 256, [2, 16, 16, 3]).astype(np.uint8)
-    from_npz = Predictor(SPEC, "NHWC", npz)(images)
-    from_ckpt = Predictor(SPEC, "NHWC", str(tmp_path / "ckpt"))(images)    # global_step is skipped
+    from_npz = Predictor(SPEC, BuildOptions(), npz)(images)
+    from_ckpt = Predictor(SPEC, BuildOptions(), str(tmp_path / "ckpt"))(images)    # global_step is skipped
     np.testing.assert_array_equal(from_npz, from_ckpt)
 
 
@@ -64,7 +63,7 @@ def test_mismatch_lists_missing_unexpected_and_misshaped(weights):
     other = build_spec("ResNet", 50, blocks=(1, 1, 1, 1), widths=(4, 4, 8, 16), stem="small", stem_width=8,
                        num_classes=5, image_size=16)
     with pytest.raises(CheckpointMismatch) as error:
-        Predictor(other, "NHWC", weights)
+        Predictor(other, BuildOptions(), weights)
     message = str(error.value)
     assert "unexpected (not in the model): group0_denoise/" in message     # ResNetDenoise blocks
     assert "mis-shaped: group3/block0/conv1/W (checkpoint [1, 1, 32, 8] vs model [1, 1, 32, 16])" in message
@@ -75,7 +74,7 @@ def test_mismatch_lists_missing_unexpected_and_misshaped(weights):
 def test_ignore_mismatch_loads_what_matches(weights):
     other = build_spec("ResNet", 50, blocks=(1, 1, 1, 1), widths=(4, 4, 8, 8), stem="small", stem_width=8,
                        num_classes=5, image_size=16)
-    predictor = Predictor(other, "NHWC", weights, ignore_mismatch=True)
+    predictor = Predictor(other, BuildOptions(), weights, ignore_mismatch=True)
     assert "unexpected" in predictor.load_message
     with predictor.graph.as_default():
         conv0 = predictor.session.run([v for v in tf1.global_variables() if v.op.name == "conv0/W"][0])
@@ -106,7 +105,7 @@ def test_eval_directory_writes_predictions_and_logits(tmp_path, weights):
     assert [line.split(",")[0] for line in lines] == names
     assert [int(line.split(",")[1]) for line in lines] == list(np.argmax(saved_logits, 1))
     # the same logits as classifying the images directly, one by one
-    predictor = Predictor(SPEC, "NHWC", weights)
+    predictor = Predictor(SPEC, BuildOptions(), weights)
     for name, row in zip(names, saved_logits):
         image = read_resized(str(tmp_path / "images" / name), 16)
         np.testing.assert_allclose(predictor(image[None])[0], row, rtol=1e-5, atol=1e-5)
@@ -119,7 +118,8 @@ def test_eval_directory_errors(tmp_path, weights, capsys):
     (tmp_path / "bad" / "broken.jpg").write_bytes(b"not a jpeg")
     assert main.main(["--eval-directory", str(tmp_path / "bad"), "--load", weights,
                       "--prediction-file", str(tmp_path / "p.txt")] + ARCH_ARGS) == 2
-    assert "cannot decode image" in capsys.readouterr().err and "broken.jpg"
+    err = capsys.readouterr().err
+    assert "cannot read image" in err and "broken.jpg (OpenCV cannot decode it" in err
     assert not (tmp_path / "p.txt").exists()
     with pytest.raises(SystemExit):
         main.main(["--eval-directory", str(tmp_path / "bad")] + ARCH_ARGS)     # no --load

@@ -1,16 +1,18 @@
-"""The fast formulations of the denoising operations compute what the plain ones compute:
-same outputs and same gradients (input and embedding weights), in both layouts, including
-the blocked softmax with several blocks and padded rows, inside a PGD-style loop, under XLA
-and in half precision."""
+"""The fast kernels of the denoising operations compute what the definitions compute: same
+outputs and same gradients (input and embedding weights), in both layouts, including the
+blocked softmax with several blocks and padded rows, inside a PGD-style loop, under XLA, in
+half precision, and at the model level (the input gradient an attack follows)."""
 import itertools
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from nets import Layout, denoise
-from nets.denoise import (DENOISE_OPS, MEDIAN9_NETWORK, blocked_softmax_attention, implementation, median_fill,
-                          softmax_attention)
+from nets import BuildOptions, build_spec, logits
+from nets.denoise import DENOISE_OPS
+from nets.denoise.attention import blocked_softmax_attention, softmax_attention
+from nets.denoise.median import MEDIAN9_NETWORK, median_fill
+from nets.denoise.neighbourhood import valid_offsets
 from tests import reference_ops as ref
 from tests.tf_helpers import from_layout, randomize_variables, run_graph, to_layout
 
@@ -21,13 +23,17 @@ LAYOUTS = ["NHWC", pytest.param("NCHW", marks=pytest.mark.skipif(
 SHAPE = [2, 5, 6, 4]           # N = 30 positions
 
 
+def options(formulation, data_format="NHWC", **settings):
+    return BuildOptions(data_format=data_format, formulation=formulation, **settings)
+
+
 def op_and_gradients(name, x_nhwc, data_format, formulation, window=3, **settings):
     """(output, d input, d variables...) of sum(op(x) * r), r fixed; variables randomised with seed 0."""
     cotangent = np.random.RandomState(7).normal(size=x_nhwc.shape).astype(np.float32)
 
     def build(layout, x):
-        with tf1.variable_scope("op"), implementation(formulation, **settings):
-            y = DENOISE_OPS.get(name)(x, layout, window)
+        with tf1.variable_scope("op"):
+            y = DENOISE_OPS.get(name)(x, window, options(formulation, layout.data_format, **settings))
         variables = tf1.trainable_variables()
         loss = tf.reduce_sum(y * tf.constant(to_layout(cotangent, data_format)))
         return [y] + tf.gradients(loss, [x] + variables)
@@ -44,9 +50,9 @@ def test_fast_matches_plain_outputs_and_gradients(name, data_format):
     windowed = name.startswith(("bilateral", "mean", "median"))
     windows = [3, 5] if windowed and data_format == "NHWC" else [3]      # NCHW compiles with XLA: keep it short
     for window in windows:
-        # block_rows=7: the Gaussian's 30 query rows in 5 blocks of 6
-        plain = op_and_gradients(name, x, data_format, "plain", window)
-        fast = op_and_gradients(name, x, data_format, "fast", window, block_rows=7)
+        # 7 rows per block: the Gaussian's 30 query rows in 5 blocks of 6
+        plain = op_and_gradients(name, x, data_format, "definition", window)
+        fast = op_and_gradients(name, x, data_format, "fast", window, softmax_block_rows=7)
         assert len(plain) == len(fast)
         for k, (p, f) in enumerate(zip(plain, fast)):
             assert np.abs(p).max() > 0, "{}: zero tensor {}".format(name, k)
@@ -59,8 +65,8 @@ def test_fast_matches_plain_outputs_and_gradients(name, data_format):
 def test_blocked_gaussian_any_block_size(block_rows, data_format):
     """Blocks that divide N, that need padded rows, one row, and a single block."""
     x = np.random.RandomState(4).normal(size=SHAPE).astype(np.float32) * 3
-    plain = op_and_gradients("nonlocal_gaussian", x, data_format, "plain")
-    fast = op_and_gradients("nonlocal_gaussian", x, data_format, "fast", block_rows=block_rows)
+    plain = op_and_gradients("nonlocal_gaussian", x, data_format, "definition")
+    fast = op_and_gradients("nonlocal_gaussian", x, data_format, "fast", softmax_block_rows=block_rows)
     for p, f in zip(plain, fast):
         np.testing.assert_allclose(f, p, rtol=2e-4, atol=2e-5 * np.abs(p).max())
 
@@ -94,8 +100,7 @@ def test_blocked_gaussian_never_builds_the_full_affinity():
     n, rows = 48, 8
     with tf.Graph().as_default():
         x = tf1.placeholder(tf.float32, [2, 6, 8, 4])
-        with implementation("fast", block_rows=rows):
-            y = DENOISE_OPS.get("nonlocal_gaussian")(x, Layout("NHWC"), 3)
+        y = DENOISE_OPS.get("nonlocal_gaussian")(x, 3, options("fast", softmax_block_rows=rows))
         tf.gradients(tf.reduce_sum(y * y), [x] + tf1.trainable_variables())
         graph_def = tf1.get_default_graph().as_graph_def()
         library_nodes = [node for f in graph_def.library.function for node in f.node_def]
@@ -108,8 +113,7 @@ def test_blocked_gaussian_never_builds_the_full_affinity():
     assert max(sizes) < n * n
     with tf.Graph().as_default():
         x = tf1.placeholder(tf.float32, [2, 6, 8, 4])
-        with implementation("plain"):
-            DENOISE_OPS.get("nonlocal_gaussian")(x, Layout("NHWC"), 3)
+        DENOISE_OPS.get("nonlocal_gaussian")(x, 3, options("definition"))
         assert any(t.shape.as_list()[1:] == [n, n] for op in tf1.get_default_graph().get_operations()
                    for t in op.outputs if t.shape.rank == 3)
 
@@ -125,7 +129,7 @@ def test_median_network_selects_the_median_of_every_binary_input():
 
 
 def test_median_fill_makes_the_fifth_smallest_the_lower_median():
-    valid = denoise._valid_offsets(4, 5, 3)
+    valid = valid_offsets(4, 5, 3)
     fill = median_fill(valid)
     rng = np.random.RandomState(0)
     for i in range(4):
@@ -146,7 +150,7 @@ def test_dot_product_fast_picks_the_cheaper_order():
     for channels, size, expected in [(4, 6, "channel"), (64, 4, "pairwise")]:
         with tf.Graph().as_default():
             x = tf1.placeholder(tf.float32, [2, size, size, channels])
-            DENOISE_OPS.get("nonlocal_dot")(x, Layout("NHWC"), 3)
+            DENOISE_OPS.get("nonlocal_dot")(x, 3, options("fast"))
             square = [t for op in tf1.get_default_graph().get_operations() for t in op.outputs
                       if t.shape.rank == 3 and t.shape.as_list()[1:] == [size * size] * 2]
         assert bool(square) == (expected == "pairwise")
@@ -159,12 +163,12 @@ def pgd_like_gradient(formulation, use_xla):
 
     def build(layout, t):
         def body(i, adv):
-            with tf1.variable_scope("op", reuse=tf1.AUTO_REUSE), implementation(formulation, block_rows=4):
-                y = DENOISE_OPS.get("nonlocal_gaussian")(adv, layout, 3)
+            with tf1.variable_scope("op", reuse=tf1.AUTO_REUSE):
+                y = DENOISE_OPS.get("nonlocal_gaussian")(adv, 3, options(formulation, softmax_block_rows=4))
             grad, = tf.gradients(tf.reduce_sum(y * y), adv)
             return i + 1, adv - 0.1 * tf.sign(grad)
-        with tf1.variable_scope("op", reuse=tf1.AUTO_REUSE), implementation(formulation):
-            DENOISE_OPS.get("nonlocal_gaussian")(t, layout, 3)        # create the variables outside the loop
+        with tf1.variable_scope("op", reuse=tf1.AUTO_REUSE):     # create the variables outside the loop
+            DENOISE_OPS.get("nonlocal_gaussian")(t, 3, options(formulation))
         def loop(start):
             return tf.while_loop(lambda i, _: i < 3, body, [tf.constant(0), start])[1]
         return tf1.xla.experimental.compile(loop, [t])[0] if use_xla else loop(t)
@@ -173,7 +177,7 @@ def pgd_like_gradient(formulation, use_xla):
 
 @pytest.mark.parametrize("use_xla", [False, True])
 def test_fast_gaussian_inside_a_loop_and_under_xla(use_xla):
-    np.testing.assert_allclose(pgd_like_gradient("fast", use_xla), pgd_like_gradient("plain", False),
+    np.testing.assert_allclose(pgd_like_gradient("fast", use_xla), pgd_like_gradient("definition", False),
                                rtol=1e-5, atol=1e-5)
 
 
@@ -184,29 +188,48 @@ def test_fast_ops_run_in_bfloat16(name):
 
     def build(formulation):
         def fn(layout, t):
-            with tf1.variable_scope("op"), implementation(formulation, block_rows=7):
-                return tf.cast(DENOISE_OPS.get(name)(tf.cast(t, tf.bfloat16), layout, 3), tf.float32)
+            with tf1.variable_scope("op"):
+                return tf.cast(DENOISE_OPS.get(name)(tf.cast(t, tf.bfloat16), 3,
+                                                     options(formulation, softmax_block_rows=7)), tf.float32)
         return fn
     init = lambda s: randomize_variables(s, seed=0, scale=0.5)     # noqa: E731
-    fast, plain = run_graph(build("fast"), [x], init=init), run_graph(build("plain"), [x], init=init)
+    fast, plain = run_graph(build("fast"), [x], init=init), run_graph(build("definition"), [x], init=init)
     np.testing.assert_allclose(fast, plain, rtol=0.05, atol=0.05 * np.abs(plain).max())
 
 
-def test_unknown_implementation_is_an_error():
+def test_unknown_formulation_is_an_error():
     with pytest.raises(ValueError, match="fast"):
-        with implementation("quick"):
-            pass
+        BuildOptions(formulation="quick")
+
+
+@pytest.mark.parametrize("name", DENOISE_OPS.names())
+def test_fast_kernels_give_the_definitions_input_gradient_at_the_model_level(name):
+    """What the default attack path relies on: in a whole model (every block, NHWC), the fast
+    kernels give the input gradient of the attack loss that the definitions give."""
+    spec = build_spec("ResNet", 50, blocks=(1, 1, 1, 1), widths=(4, 4, 8, 8), stem="small", stem_width=8,
+                      num_classes=7, image_size=12, denoise_op=name, denoise_placement="block")
+    images = np.random.RandomState(12).uniform(0, 255, [3, 12, 12, 3]).astype(np.float32)
+
+    def gradient(formulation):
+        def build(layout, image):
+            out = logits(image, spec, training=False, options=options(formulation, softmax_block_rows=5))
+            loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.constant([1, 2, 3]), logits=out)
+            return tf.gradients(tf.reduce_sum(loss), image)[0]
+        return run_graph(build, [images], init=lambda s: randomize_variables(s, seed=4))
+    fast, definition = gradient("fast"), gradient("definition")
+    assert np.abs(definition).max() > 0
+    np.testing.assert_allclose(fast, definition, rtol=1e-3, atol=1e-4 * np.abs(definition).max())
+    assert np.mean(np.sign(fast) == np.sign(definition)) > 0.999
 
 
 # ---------------------------------------------------------------- the fast PGD path
 
-def tiny_attack(**attack_settings):
+def tiny_attack(**execution):
     """PGD-3 adversarial images of a tiny ResNetDenoise (random weights, non-trivial BN
     statistics), its variables created inside the attack loop (as in training), and the
     logits of the result."""
-    from attacker import PGDAttacker
-    from engine.model import model_fn_for
-    from nets import build_spec
+    from attacker import PGD
+    from engine.model import AttackExecution, attack_model
     spec = build_spec("ResNetDenoise", 50, blocks=(1, 1, 1, 1), widths=(4, 4, 8, 8), stem="small", stem_width=8,
                       num_classes=7, image_size=16)
     rng = np.random.RandomState(11)
@@ -214,16 +237,15 @@ def tiny_attack(**attack_settings):
     labels = rng.randint(0, 7, [4]).astype(np.int32)
 
     def build(layout, image, label):
-        model_fn = model_fn_for(spec, layout)
-        attacker = PGDAttacker(3, epsilon=16, num_classes=7, seed=1, **attack_settings)
-        adv, _ = attacker.perturb(image, label, model_fn)
-        return adv, model_fn(adv)
+        model = attack_model(spec, BuildOptions(layout.data_format), AttackExecution(**execution))
+        adv, _ = PGD(3, epsilon=16, seed=1).perturb(image, label, model)
+        return adv, model.logits(adv)
     return run_graph(build, [images, labels], init=lambda s: randomize_variables(s, seed=2)), images
 
 
 @pytest.mark.parametrize("settings,tolerance", [
     pytest.param(dict(fold_batch_norm=True), 1e-3, id="folded_bn"),
-    pytest.param(dict(use_xla=True), 1e-2, marks=pytest.mark.slow, id="xla"),     # compiles the loop: about 8 s
+    pytest.param(dict(xla=True), 1e-2, marks=pytest.mark.slow, id="xla"),     # compiles the loop: about 8 s
 ])
 def test_same_function_variants_are_the_float32_attack(settings, tolerance):
     """Folded BN and XLA compute the float32 attack's function: the same adversarial images."""

@@ -3,7 +3,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from nets.denoise import DENOISE_OPS, denoising_block, dot_product_order, nonlocal_means
+from nets import BuildOptions
+from nets.denoise import DENOISE_OPS, denoising_block
+from nets.denoise.attention import dot_product_order
 from tests import reference_ops as ref
 from tests.tf_helpers import from_layout, nchw_runs_here, run_graph, to_layout
 
@@ -26,15 +28,22 @@ LAYOUTS = ["NHWC", pytest.param("NCHW", marks=pytest.mark.skipif(
     "not __import__('tests.tf_helpers', fromlist=['x']).nchw_runs_here()", reason="NCHW needs a GPU or XLA"))]
 
 
-def test_every_registered_operation_has_a_reference():
+def options(layout, formulation="fast"):
+    return BuildOptions(data_format=layout.data_format, formulation=formulation)
+
+
+def test_every_registered_operation_has_a_reference_and_the_papers_properties():
     assert sorted(REFERENCES) == DENOISE_OPS.names()
+    for name, (_, windowed, embedded) in REFERENCES.items():
+        op = DENOISE_OPS.get(name)
+        assert (op.windowed, op.embedded) == (windowed, embedded), name
 
 
-def run_op(name, x_nhwc, data_format, window, embedding=None):
+def run_op(name, x_nhwc, data_format, window, embedding=None, formulation="fast"):
     """Run registry op `name` on x (given NHWC), with theta/phi weights [C, C/2] if embedded."""
     def build(layout, x):
         with tf1.variable_scope("op"):
-            return DENOISE_OPS.get(name)(x, layout, window)
+            return DENOISE_OPS.get(name)(x, window, options(layout, formulation))
 
     def load_embedding(session):
         for var in tf1.global_variables():
@@ -46,9 +55,10 @@ def run_op(name, x_nhwc, data_format, window, embedding=None):
     return from_layout(out, data_format)
 
 
+@pytest.mark.parametrize("formulation", ["definition", "fast"])
 @pytest.mark.parametrize("data_format", LAYOUTS)
 @pytest.mark.parametrize("name", sorted(REFERENCES))
-def test_operation_matches_numpy(name, data_format):
+def test_operation_matches_numpy(name, data_format, formulation):
     reference, windowed, embedded = REFERENCES[name]
     rng = np.random.RandomState(1)
     x = rng.normal(size=[2, 5, 6, 4])
@@ -60,7 +70,7 @@ def test_operation_matches_numpy(name, data_format):
         args = (x, window) if windowed else (x,)
         expected = reference(*args, **kwargs)
         got = run_op(name, x.astype(np.float32), data_format, window,
-                     {k: v.astype(np.float32) for k, v in embedding.items()} if embedding else None)
+                     {k: v.astype(np.float32) for k, v in embedding.items()} if embedding else None, formulation)
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4, err_msg="{} window {}".format(name, window))
 
 
@@ -68,13 +78,10 @@ def test_operation_matches_numpy(name, data_format):
 @pytest.mark.parametrize("channels,size", [(3, 4), (12, 2)])   # C < N and C > N
 def test_dot_product_orders_agree(data_format, channels, size):
     x = np.random.RandomState(2).normal(size=[2, size, size + 1, channels]).astype(np.float32)
-    outs = {}
-    for order in ("channel", "pairwise"):
-        def build(layout, t, order=order):
-            return nonlocal_means(t, layout, 3, weighting="dot", embedded=False, order=order)
-        outs[order] = from_layout(run_graph(build, [to_layout(x, data_format)], data_format), data_format)
-    np.testing.assert_allclose(outs["channel"], outs["pairwise"], rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(outs["channel"], ref.nonlocal_dot(x.astype(np.float64)), rtol=1e-4, atol=1e-4)
+    outs = {formulation: run_op("nonlocal_dot", x, data_format, 3, formulation=formulation)
+            for formulation in ("fast", "definition")}
+    np.testing.assert_allclose(outs["fast"], outs["definition"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(outs["fast"], ref.nonlocal_dot(x.astype(np.float64)), rtol=1e-4, atol=1e-4)
 
 
 def test_dot_product_order_rule():
@@ -109,7 +116,7 @@ def test_block_is_identity_at_initialisation(name):
     x = np.random.RandomState(4).normal(size=[2, 4, 4, 6]).astype(np.float32)
 
     def build(layout, t):
-        return denoising_block("denoise", t, name, layout, training=False)
+        return denoising_block("denoise", t, name, options(layout), training=False)
     np.testing.assert_array_equal(run_graph(build, [x]), x)
 
 
@@ -120,10 +127,10 @@ def test_every_operation_has_a_gradient(name):
     x = rng.normal(size=[2, 4, 4, 6]).astype(np.float32)
 
     def build(layout, t):
-        y = denoising_block("denoise", t, name, layout, training=True)
+        y = denoising_block("denoise", t, name, options(layout), training=True)
         loss = tf.reduce_sum(y * tf.constant(rng.normal(size=x.shape).astype(np.float32)))
         variables = [v for v in tf1.trainable_variables()]
-        op_out = DENOISE_OPS.get(name)(t, layout, 3) if name != "null" else t * 1.0
+        op_out = DENOISE_OPS.get(name)(t, 3, options(layout)) if name != "null" else t * 1.0
         op_grad = tf.gradients(tf.reduce_sum(op_out * tf.constant(rng.normal(size=x.shape), tf.float32)), t)[0]
         return [op_grad] + tf.gradients(loss, [t] + variables), [v.op.name for v in variables]
 

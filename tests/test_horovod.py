@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from nets import Layout, logits
+from nets import logits
 from nets.checkpoint import read_weights, save_npz
 from tests.horovod_train_check import CLASSES, SIZE, SPEC
 
@@ -41,7 +41,7 @@ def initial_weights(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("init") / "init.npz")
     with tf.Graph().as_default():
         tf1.set_random_seed(0)
-        logits(tf1.placeholder(tf.float32, [None, SIZE, SIZE, 3]), SPEC, Layout("NHWC"), training=False)
+        logits(tf1.placeholder(tf.float32, [None, SIZE, SIZE, 3]), SPEC, training=False)
         with tf1.Session() as session:
             session.run(tf1.global_variables_initializer())
             save_npz(session, path)
@@ -73,6 +73,8 @@ def test_two_ranks_match_each_other_and_one_process(tmp_path, initial_weights):
 def test_pgd_training_keeps_ranks_identical(tmp_path, initial_weights):
     train_check(tmp_path / "pgd", initial_weights, two_ranks=True, attack_iter=2)
     rank0, rank1 = (trainable(read_weights(str(tmp_path / "pgd" / "rank{}.npz".format(r)))) for r in (0, 1))
+    init = trainable(read_weights(initial_weights))
+    assert max(np.abs(rank0[k] - init[k]).max() for k in init) > 1e-3, "training did not change the weights"
     for name in rank0:
         np.testing.assert_array_equal(rank0[name], rank1[name], err_msg=name)
 

@@ -46,8 +46,9 @@ def weights(tmp_path_factory):
     import tensorflow as tf
     from engine.flags import spec_from_args
     from engine.predictor import Predictor
+    from nets import BuildOptions
     args = main.build_parser().parse_args(["--eval"] + ARCH)
-    predictor = Predictor(spec_from_args(args), "NHWC")
+    predictor = Predictor(spec_from_args(args), BuildOptions())
     with predictor.graph.as_default():
         variables = tf.compat.v1.global_variables()
     values = dict(zip((v.op.name for v in variables), predictor.session.run(variables)))
@@ -83,11 +84,12 @@ def test_eval_at_several_attack_lengths_writes_one_curve(tmp_path, weights, data
                          + ARCH, capsys)
     assert code == 0, err[-3000:]
     record = json.loads(result.read_text())
-    assert [p["attack_iterations"] for p in record["points"]] == [0, 1, 2]
+    assert [p["attack"] for p in record["points"]] == ["PGD-2", "clean", "PGD-1"]      # in the order asked
+    assert [p["attack_iterations"] for p in record["points"]] == [2, 0, 1]
     assert all(p["images"] == 12 for p in record["points"])
-    assert record["points"][0]["attack_success_rate"] == 0           # clean images: no attack
-    assert record["model"]["load"] == weights and record["attack"]["epsilon"] == 16
-    assert out.count("Top1 Error:") == 3 and "PGD-2" in out
+    assert record["points"][1]["attack_success_rate"] == 0           # clean images: no attack
+    assert record["model"]["load"] == weights and record["points"][0]["attack_settings"]["epsilon"] == 16
+    assert out.count("Top1 Error:") == 3 and "== PGD-2 ==" in out
 
     picture = tmp_path / "curve.png"
     code, _, err = run(plot_curves.main, [result, "--out", picture], capsys)
@@ -196,11 +198,11 @@ def test_block_taps_reuse_the_predictors_weights(weights):
     import tensorflow as tf
     from engine.flags import spec_from_args
     from engine.predictor import Predictor
-    from nets import Layout
-    predictor = Predictor(spec_from_args(main.build_parser().parse_args(["--eval"] + ARCH)), "NHWC", weights)
+    from nets import BuildOptions
+    predictor = Predictor(spec_from_args(main.build_parser().parse_args(["--eval"] + ARCH)), BuildOptions(), weights)
     with predictor.graph.as_default():
         variables_before = len(tf.compat.v1.global_variables())
-        taps = feature_maps.BlockTaps(predictor, Layout("NHWC"))
+        taps = feature_maps.BlockTaps(predictor, BuildOptions())
         assert len(tf.compat.v1.global_variables()) == variables_before
     images = np.random.RandomState(2).randint(0, 256, [2, 16, 16, 3]).astype(np.uint8)
     logits, blocks = taps.run(images.astype(np.float32), BLOCKS[:1])
@@ -225,12 +227,6 @@ def test_ablation_refuses_an_unknown_operation(capsys):
     code, _, err = run(ablation.main, ["--ops", "mean,gaussian_blur"], capsys)
     assert code == 2
     assert "unknown operation 'gaussian_blur'" in err and "nonlocal_gaussian" in err and "none" in err
-
-
-def test_ablation_covers_the_registry_and_both_controls():
-    from nets.denoise import DENOISE_OPS
-    names = ablation.operation_names()
-    assert names[:2] == ["none", "null"] and sorted(names[1:]) == DENOISE_OPS.names()
 
 
 @pytest.mark.slow

@@ -86,7 +86,8 @@ def test_train_checkpoint_resume_and_evaluate(tmp_path, data):
     assert code == 0, out[-3000:]
     with open(result) as f:
         record = json.load(f)
-    assert record["images"] == 12 and record["attack_iterations"] == 2 and record["attack"]["epsilon"] == 16
+    assert record["images"] == 12 and record["attack_iterations"] == 2 and record["attack"] == "PGD-2"
+    assert record["attack_settings"]["epsilon"] == 16 and record["attack_settings"]["name"] == "pgd"
     for label, key in (("Top1 Error", "top1_error"), ("Attack Success Rate", "attack_success_rate"),
                        ("Top5 Error", "top5_error")):
         printed = float(re.search(label + r": ([0-9.]+)", out).group(1))
@@ -144,18 +145,34 @@ def test_recipe_schedule_is_the_papers():
                                           (95, pytest.approx(0.0001))]
     assert PUBLISHED.warmup_schedule(256, 100) == []
     assert PUBLISHED.warmup_schedule(1024, 100) == [(0, 0.1), (500, pytest.approx(0.4))]
-    assert PUBLISHED.evals_at(1) == [0, 10] and PUBLISHED.evals_at(20) == [0, 10, 50, 100]
-    assert PUBLISHED.evals_at(30) == [0, 10, 100] and PUBLISHED.evals_at(110) == [0, 10, 50, 100]
+    assert PUBLISHED.evals_at(1) == ["clean", "pgd@10"]
+    assert PUBLISHED.evals_at(20) == ["clean", "pgd@10", "pgd@50", "pgd@100"]
+    assert PUBLISHED.evals_at(30) == ["clean", "pgd@10", "pgd@100"]
+    assert PUBLISHED.evals_at(110) == ["clean", "pgd@10", "pgd@50", "pgd@100"]
 
 
-def test_attack_flags_reach_the_attacker():
-    """Every attack flag sets its PGDAttacker field; without flags the attacker's own defaults hold."""
-    from attacker import PGDAttacker
-    from engine.flags import attacker_from_args
-    default = attacker_from_args(main.build_parser().parse_args(["--eval"]), num_classes=10, iterations=5)
-    assert default == PGDAttacker(5, num_classes=10)
+def test_attack_flags_reach_the_attack_and_the_execution():
+    """Every attack flag sets its field; without flags the attack's own defaults hold; the fast
+    path flags set the training attack's execution, never the attack."""
+    from attacker import PGD
+    from engine.flags import eval_attacks_from_args, execution_from_args
+    from engine.model import AttackExecution
+    args = main.build_parser().parse_args(["--eval"])
+    assert eval_attacks_from_args(args) == [PGD()] and PGD().label == "PGD-10"
+    assert execution_from_args(args) == AttackExecution()
     args = main.build_parser().parse_args(["--eval", "--attack-dtype", "bfloat16", "--attack-fold-bn", "--attack-xla",
-                                           "--attack-epsilon", "8", "--untargeted"])
-    fast = attacker_from_args(args, num_classes=10, iterations=5)
-    assert (fast.compute_dtype, fast.fold_batch_norm, fast.use_xla, fast.epsilon, fast.targeted) == (
-        "bfloat16", True, True, 8.0, False)
+                                           "--attack-epsilon", "8", "--untargeted", "--attack-iter", "0,5",
+                                           "--attack-option", "step_size=0.5"])
+    clean, pgd = eval_attacks_from_args(args)
+    assert clean.name == "clean" and pgd == PGD(iterations=5, epsilon=8.0, targeted=False, step_size=0.5)
+    assert execution_from_args(args) == AttackExecution("bfloat16", True, True)
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--attack-option", "queries=3"], "attack 'pgd' has no setting 'queries'; its settings are: iterations"),
+    (["--attack-option", "restarts=two"], "restarts=two: expected an integer"),
+    (["--attack", "clean", "--attack-epsilon", "4"], "attack 'clean' has no setting 'epsilon'"),
+])
+def test_attack_settings_the_attack_lacks_are_refused(flags, message, capsys):
+    code = main.main(["--eval", "--data", "/tmp", "--load", "w.npz"] + flags)
+    assert code == 2 and message in capsys.readouterr().err

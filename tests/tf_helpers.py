@@ -4,7 +4,7 @@ import functools
 import numpy as np
 import tensorflow as tf
 
-from engine.session import layout_scope
+from nets.layout import layout_scope
 from nets import Layout
 
 tf1 = tf.compat.v1
@@ -24,7 +24,7 @@ def randomize_variables(session, seed=0, scale=0.3):
 def run_graph(build, feeds_np, data_format="NHWC", init=None):
     """build(layout, *placeholders) -> fetches; runs once in a new graph and returns numpy results.
 
-    NCHW graphs are compiled with XLA on a CPU-only machine (engine.session.layout_scope).
+    NCHW graphs are compiled with XLA on a CPU-only machine (nets.layout.layout_scope).
     `init(session)` runs after variable initialisation (e.g. to load known weights).
     """
     layout = Layout(data_format)

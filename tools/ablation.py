@@ -8,7 +8,7 @@ but no denoising. The paper found every operation better than both controls.
 
     python -m tools.ablation --out ablation_out [--epochs E] [--ops none,null,mean,...]
 
-Builds the demo data set (scikit-learn's digits in the ImageNet layout, `data.demo`),
+Builds the demo data set (scikit-learn's digits in the ImageNet layout, `tools.digits`),
 trains the demo network (`tools.demo.DEMO_ARCH`) once per operation with PGD adversarial
 training, evaluates each on clean images and under targeted PGD (one `main.py --eval
 --attack-iter 0,K` per model), and writes DIR/ablation.md (a Markdown table),
@@ -249,7 +249,7 @@ def write_outputs(rows, settings, command, seconds):
 
 def run_ablation(settings):
     """Trains and evaluates every operation; returns the table rows."""
-    from data.demo import write_digits_demo
+    from tools.digits import write_digits_demo
     out = settings["out"]
     data = os.path.join(out, "data")
     write_digits_demo(data, size=settings["image_size"])

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-from data.demo import write_digits_demo
+from tools.digits import write_digits_demo
 from engine.evaluate import write_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

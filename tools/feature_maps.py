@@ -16,7 +16,6 @@ clean prediction without it. The relative difference ||adv - clean|| / ||clean||
 block input and output is printed and written beside each row.
 """
 import argparse
-import contextlib
 import os
 import sys
 
@@ -28,47 +27,28 @@ PANEL_INCHES = 2.0
 DPI = 100
 COLUMNS = ("clean: block input", "clean: block output", "adversarial: block input", "adversarial: block output")
 MODES = ("mean", "top")
-DEFAULT_ATTACK_ITERATIONS = 10
 
 
 # ---------------------------------------------------------------- the model's denoising blocks
 
-@contextlib.contextmanager
-def recording_denoising_blocks(taps):
-    """While active, every denoising block the backbone builds is recorded in `taps` as
-    {scope name: (block input, block output)}; the graph itself is unchanged."""
-    import tensorflow as tf
-    from nets import backbone
-    original = backbone.denoising_block
-
-    def recorded(name, x, *args, **kwargs):
-        y = original(name, x, *args, **kwargs)
-        scope = tf.compat.v1.get_variable_scope().name
-        taps[scope + "/" + name if scope else name] = (x, y)
-        return y
-
-    backbone.denoising_block = recorded
-    try:
-        yield taps
-    finally:
-        backbone.denoising_block = original
-
-
 class BlockTaps:
     """The model once more in the predictor's graph (sharing its weights), on float images,
-    with its logits and every denoising block's input and output (NHWC)."""
+    with its logits and every denoising block's input and output (NHWC), from the
+    backbone's named outputs."""
 
-    def __init__(self, predictor, layout):
+    def __init__(self, predictor, options):
         import tensorflow as tf
-        from engine.model import model_fn_for
-        from engine.session import layout_scope
+        from nets.layout import layout_scope
+        from nets import network
         size = predictor.spec.image_size
+        layout = options.layout
         self.session = predictor.session
         with predictor.graph.as_default(), layout_scope(layout):
             self.images = tf.compat.v1.placeholder(tf.float32, [None, size, size, 3], name="feature_map_images")
-            with recording_denoising_blocks({}) as taps:
-                self.logits = model_fn_for(predictor.spec, layout)(self.images)
-            self.blocks = {name: (layout.to_nhwc(x), layout.to_nhwc(y)) for name, (x, y) in taps.items()}
+            outputs = network(self.images, predictor.spec, training=False, options=options.exact)
+            self.logits = outputs.logits
+            self.blocks = {name: (layout.to_nhwc(x), layout.to_nhwc(y))
+                           for name, (x, y) in outputs.denoising_blocks.items()}
 
     def run(self, images, names):
         """(logits, {name: (input, output)}) as numpy for float images [B, S, S, 3] in [0, 255]."""
@@ -184,16 +164,15 @@ def build_parser():
 
 
 def load_model(args):
-    """(predictor with the attacker of the flags, its BlockTaps, attack iterations)."""
-    from engine.flags import attacker_from_args, data_format_from_args, single_attack_iterations, spec_from_args
+    """(predictor with the attack of the flags, its BlockTaps, the attack): --eval's attack."""
+    from engine.flags import build_options_from_args, eval_attacks_from_args, spec_from_args
     from engine.predictor import Predictor
-    from nets import Layout
-    spec = spec_from_args(args)
-    iterations = single_attack_iterations(args, DEFAULT_ATTACK_ITERATIONS, "tools.feature_maps")
-    data_format = data_format_from_args(args)
-    predictor = Predictor(spec, data_format, args.load, args.ignore_mismatch,
-                          attacker=attacker_from_args(args, spec.num_classes, iterations))
-    return predictor, BlockTaps(predictor, Layout(data_format)), iterations
+    attacks = eval_attacks_from_args(args)
+    if len(attacks) != 1:
+        raise ValueError("tools.feature_maps takes one --attack-iter value, got {}".format(len(attacks)))
+    options = build_options_from_args(args)
+    predictor = Predictor(spec_from_args(args), options, args.load, args.ignore_mismatch, attack=attacks[0])
+    return predictor, BlockTaps(predictor, options), attacks[0]
 
 
 def attack_label(taps, image, label, num_classes):
@@ -215,10 +194,9 @@ def attacked_pair(predictor, image, label):
 def feature_map_figure(args):
     """Builds the model and the attack, draws the grid; returns the summary lines to print."""
     from engine.blackbox import read_resized
-    from engine.evaluate import attack_name
     if not os.path.isfile(args.image):
         raise FileNotFoundError("--image: no such file: {}".format(args.image))
-    predictor, taps, iterations = load_model(args)
+    predictor, taps, attack = load_model(args)
     try:
         names = select_blocks(list(taps.blocks), args.block_names)
         image = read_resized(args.image, predictor.spec.image_size)
@@ -229,7 +207,7 @@ def feature_map_figure(args):
         predictor.close()
     predictions = logits.argmax(axis=1)
     caption = "label {}   target {}\nattack {}, epsilon {:g}\nclean prediction {}\nadversarial prediction {}".format(
-        label, target, attack_name(iterations), args.attack_epsilon, predictions[0], predictions[1])
+        label, target, attack.label, getattr(attack, "epsilon", 0), predictions[0], predictions[1])
     rows = [(name,) + block_row([f[0] for f in features[name]], [f[1] for f in features[name]], args.mode)
             for name in names]
     save_grid(args.out, clean, adversarial, caption, rows)

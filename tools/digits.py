@@ -1,6 +1,6 @@
 """A small real data set in the ImageNet layout, from scikit-learn's handwritten digits.
 
-    python -m data.demo --out DIR [--size 32]
+    python -m tools.digits --out DIR [--size 32]
 
 `sklearn.datasets.load_digits()` ships with scikit-learn (1,797 8x8 grey images, 10
 classes; nothing is downloaded). Written once as DIR/train/digit<k>/*.JPEG and
@@ -19,7 +19,7 @@ import sys
 import cv2
 import numpy as np
 
-from .errors import DataError
+from data.errors import DataError
 
 MANIFEST = "demo.json"
 JPEG_QUALITY = 95
@@ -128,7 +128,7 @@ def write_digits_demo(out_dir, size=32, val_fraction=0.2, seed=0, progress=True)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m data.demo", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m tools.digits", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, metavar="DIR", help="folder to create (train/ and val/ inside)")
     parser.add_argument("--size", type=int, default=32, help="image side in pixels, default 32")
