@@ -26,9 +26,14 @@ class Recipe:
     attack: str = "pgd"                     # the training attack (a name in attacker.ATTACKS)
     attack_iterations: int = 30             # PGD-30 in training; 0 = clean training
     attack_prob_start_from_clean: float = 0.2
-    # (attack, every k epochs) evaluated during training; all of them also after the last epoch.
-    # An attack is NAME or NAME@ITERATIONS (attacker.parse_attack); a bare number N is PGD-N.
-    eval_schedule: Tuple[Tuple[str, int], ...] = (("clean", 1), ("pgd@10", 1), ("pgd@50", 20), ("pgd@100", 10))
+    # Evaluations during training (docs/FACTS.md Sec. 5 and 7). An attack is NAME or
+    # NAME@ITERATIONS (attacker.parse_attack); a bare number N is PGD-N.
+    # (attack, every k epochs, and in each of the last n epochs): the original runs PGD-100
+    # every 10 epochs and after epoch 105
+    eval_schedule: Tuple[Tuple[str, int, int], ...] = (("clean", 1, 0), ("pgd@10", 1, 0), ("pgd@50", 20, 0),
+                                                       ("pgd@100", 10, 5))
+    # after the last epoch, besides the schedule: the robustness curve (every length 10..100)
+    eval_final: Tuple[str, ...] = ("clean",) + tuple("pgd@{}".format(k) for k in range(10, 101, 10))
 
     def base_lr(self, total_batch):
         return self.base_lr_per_256 * total_batch / 256.0
@@ -50,10 +55,16 @@ class Recipe:
         return [(0, self.warmup_start_lr), (self.warmup_epochs * steps_per_epoch, base)]
 
     def evals_at(self, epoch):
-        """Attacks to evaluate after `epoch` (1-based): the schedule, or all after the last."""
+        """Attacks to evaluate after `epoch` (1-based), in order, each once."""
+        due = [attack for attack, every, last in self.eval_schedule
+               if epoch % every == 0 or epoch > self.epochs - max(last, 1)]
         if epoch >= self.epochs:
-            return [attack for attack, _ in self.eval_schedule]
-        return [attack for attack, every in self.eval_schedule if epoch % every == 0]
+            due += list(self.eval_final)
+        return list(dict.fromkeys(due))
+
+    def scheduled_attacks(self):
+        """Every attack that some epoch evaluates, each once."""
+        return list(dict.fromkeys([attack for attack, _, _ in self.eval_schedule] + list(self.eval_final)))
 
 
 PUBLISHED = Recipe()
@@ -67,6 +78,8 @@ class Defaults:
     image_size: int = 224                   # the network input, the training crop
     max_workers: int = 32                   # image decoding: the CPU count, at most this many
     data_server_hwm: int = 50               # ZMQ high-water mark of the data server, in batches
+    data_server_timeout: float = 600.0      # seconds a trainer waits for a batch before it fails
+    hang_timeout: float = 1800.0            # seconds without a training or evaluation step: stacks, then exit 3
 
     def workers(self):
         """Image decoding processes/threads per rank when --workers is not given."""

@@ -52,6 +52,9 @@ def build_parser():
     training.add_argument("--starting-epoch", type=int, help="epoch to start at when --load gives a checkpoint")
     training.add_argument("--data-server", metavar="ADDR",
                           help="receive training batches from 'python -m tools.serve_data' at this ZMQ address")
+    training.add_argument("--hang-timeout", type=float, default=DEFAULTS.hang_timeout, metavar="SECONDS",
+                          help="a rank with no training step or evaluation batch for this long prints its stacks "
+                               "and exits with code 3, so a stuck job ends (0: never; default %(default)g)")
     evaluation = parser.add_argument_group("evaluation")
     evaluation.add_argument("--result-file", help="write the metrics and settings as JSON")
     blackbox = parser.add_argument_group("black-box mode")
@@ -77,7 +80,8 @@ def run_train(args, parser):
     job = TrainJob(data=args.data, logdir=logdir, options=build_options_from_args(args), attack=attack,
                    eval_attacks=schedule_attacks(recipe, args), execution=execution_from_args(args),
                    workers=args.workers, load=args.load, ignore_mismatch=args.ignore_mismatch,
-                   starting_epoch=args.starting_epoch, resume=args.resume, data_server=args.data_server)
+                   starting_epoch=args.starting_epoch, resume=args.resume, data_server=args.data_server,
+                   hang_timeout=args.hang_timeout)
     train(spec, recipe, job, world)
 
 
@@ -91,15 +95,17 @@ def run_eval(args, parser):
     from engine.distributed import init_world
     from engine.evaluate import point_record, print_result, print_table, result_record, write_json
     from engine.flags import eval_attacks_from_args, spec_from_args
+    from data import model_classes
     world = init_world()
     spec = spec_from_args(args)
     attacks = eval_attacks_from_args(args)
+    classes = model_classes(args.data, spec.num_classes)
     points = []
     for attack in attacks:
         if world.is_chief and len(attacks) > 1:
             print("== {} ==".format(attack.label), flush=True)
         start = time.time()
-        counts = evaluate_attack(args, spec, world, attack)
+        counts = evaluate_attack(args, spec, world, attack, classes)
         if world.is_chief:
             print_result(counts)
         points.append(point_record(counts, attack, time.time() - start))
@@ -113,15 +119,17 @@ def run_eval(args, parser):
         print("wrote {}".format(args.result_file))
 
 
-def evaluate_attack(args, spec, world, attack):
+def evaluate_attack(args, spec, world, attack, classes):
     """Counts of one pass over this rank's validation shard (summed over ranks) under `attack`;
-    a fresh dataflow and predictor, so passes do not share state."""
+    a fresh dataflow and predictor, so passes do not share state. Each image's random draws
+    depend only on the seed and its index in val/, so the counts are the same at any batch
+    size and rank count."""
     from data import build_eval_dataflow
     from engine.evaluate import evaluate
     from engine.flags import build_options_from_args, execution_from_args
     from engine.predictor import Predictor
     dataflow = build_eval_dataflow(args.data, args.batch, image_size=spec.image_size, workers=args.workers,
-                                   shard_index=world.rank, num_shards=world.size)
+                                   shard_index=world.rank, num_shards=world.size, classes=classes)
     predictor = Predictor(spec, build_options_from_args(args), args.load, args.ignore_mismatch, attack=attack,
                           gpu_index=world.local_rank, execution=execution_from_args(args))
     if predictor.load_message:

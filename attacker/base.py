@@ -122,6 +122,12 @@ def parse_attack(text):
     return name, {"iterations": int(iterations)}
 
 
+def canonical_attack(text):
+    """The one spelling of an attack text: "0" -> "clean", "10" -> "pgd@10", others kept."""
+    name, settings = parse_attack(text)
+    return "{}@{}".format(name, settings["iterations"]) if settings else name
+
+
 def monitor_key(attack):
     """The attack's label as a monitor / file-name key: "PGD-10" -> "pgd10"."""
     return "".join(c for c in attack.label.lower() if c.isalnum())

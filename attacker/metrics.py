@@ -21,7 +21,7 @@ class Counts:
         return cls(len(correct_top1), int((~correct_top1).sum()), int((~correct_top5).sum()), int(hit.sum()))
 
     def __add__(self, other):
-        return Counts(*(a + b for a, b in zip(self.as_array(), other.as_array())))
+        return Counts.from_array(self.as_array() + other.as_array())
 
     def as_array(self):
         return np.array([self.images, self.wrong_top1, self.wrong_top5, self.hits], np.int64)

@@ -7,6 +7,7 @@ image by random points in the allowed epsilon-cube, ... step size alpha = 1, exc
 PGD ... step size 1", and "we use the adversarial images only"; 20% of the batches start
 from the clean image (docs/FACTS.md Sec. 4-5).
 """
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -14,6 +15,7 @@ import tensorflow as tf
 
 from .base import Attack, AttackResult, outcome, register_attack
 from .losses import LOSSES, attack_loss
+from .randomness import base_seed, uniform_per_image
 
 
 def step_size_for(epsilon, iterations, step_size=1.0):
@@ -49,8 +51,11 @@ class PGD(Attack):
             raise ValueError("attack loss must be one of {}, got '{}'".format(LOSSES, self.loss))
         if self.restarts < 1:
             raise ValueError("attack restarts must be >= 1, got {}".format(self.restarts))
-        if not self.epsilon > 0:
-            raise ValueError("attack epsilon must be positive, got {}".format(self.epsilon))
+        for name in ("epsilon", "step_size"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError("attack {} must be a positive finite number on the 0..255 scale, got {}".format(
+                    name.replace("_", " "), value))
         if self.target_offset is not None and self.target_offset < 1:
             raise ValueError("target offset must be >= 1, got {}".format(self.target_offset))
 
@@ -65,19 +70,27 @@ class PGD(Attack):
     def _seed(self, k):
         return None if self.seed is None else self.seed + k
 
-    def choose_target(self, label, num_classes):
+    def choose_target(self, label, num_classes, index=None, seed=None):
+        """The label (untargeted), label + target_offset, or a random wrong class: per image
+        from (seed, index) when the images' indices are given, else from the batch's draw."""
         if not self.targeted:
             return label
         if self.target_offset is not None:
             if self.target_offset >= num_classes:
                 raise ValueError("target offset must be in 1..{}, got {}".format(num_classes - 1, self.target_offset))
             return (label + self.target_offset) % num_classes
-        return random_wrong_target(label, num_classes, self._seed(0))
+        if index is None:
+            return random_wrong_target(label, num_classes, self._seed(0))
+        return (label + uniform_per_image(index, seed, 0, [], 1, num_classes, tf.int32)) % num_classes
 
-    def _start(self, image, restart):
-        """Uniform noise in the epsilon ball (clipped to [0, 255]), or, with probability
-        prob_start_from_clean per batch, the clean image."""
-        noise = tf.random.uniform(tf.shape(image), -self.epsilon, self.epsilon, seed=self._seed(1 + 2 * restart))
+    def _start(self, image, restart, index=None, seed=None):
+        """Uniform noise in the epsilon ball (clipped to [0, 255]), per image from (seed, index,
+        restart) when the indices are given; or, with probability prob_start_from_clean per
+        batch, the clean image."""
+        if index is None:
+            noise = tf.random.uniform(tf.shape(image), -self.epsilon, self.epsilon, seed=self._seed(1 + 2 * restart))
+        else:
+            noise = uniform_per_image(index, seed, 1 + restart, image.shape[1:], -self.epsilon, self.epsilon)
         noisy = tf.clip_by_value(image + noise, 0.0, 255.0)
         if self.prob_start_from_clean <= 0:
             return noisy
@@ -104,17 +117,19 @@ class PGD(Attack):
 
     def perturb(self, image, label, model, index=None, restart=0):
         """One run from the random start of restart number `restart`: (adversarial image, target)."""
-        target = self.choose_target(label, model.num_classes)
-        return self._run(image, label, target, model, self._start(image, restart)), target
+        seed = None if index is None else base_seed(self.seed)
+        target = self.choose_target(label, model.num_classes, index, seed)
+        return self._run(image, label, target, model, self._start(image, restart, index, seed)), target
 
     def attack(self, image, label, model, index=None):
         """All restarts, aggregated per image: correct only if correct under every restart, a
         hit if any restart hit; the image kept is one that hit, else one that fooled the
         model, else the last one."""
-        target = self.choose_target(label, model.num_classes)
+        seed = base_seed(self.seed)
+        target = self.choose_target(label, model.num_classes, index, seed)
         best = None
         for restart in range(self.restarts):
-            adv = self._run(image, label, target, model, self._start(image, restart))
+            adv = self._run(image, label, target, model, self._start(image, restart, index, seed))
             correct_top1, correct_top5, hit = outcome(model.logits(adv), label, target)
             if best is None:
                 best = AttackResult(adv, target, correct_top1, correct_top5, hit)

@@ -86,15 +86,15 @@ def evaluate_trained(args, spec, configs):
     from data import build_eval_dataflow
     flow = build_eval_dataflow(args.data, args.batch, image_size=spec.image_size, workers=1)
     flow.reset_state()
-    batches = [(images, labels) for images, labels in flow]
+    batches = list(flow)
     predictors = {c: predictor_for(args, spec, c) for c in configs}
     for predictor in predictors.values():
         predictor.attack(*batches[0])                  # build, compile, warm up
 
     def one_pass(predictor):
         counts = Counts()
-        for images, labels in batches:
-            result = predictor.attack(images, labels)
+        for images, labels, indices in batches:
+            result = predictor.attack(images, labels, indices)
             counts = counts + Counts.from_batch(result.correct_top1, result.correct_top5, result.hit)
         return counts
     counts = {c: Counts() for c in configs}            # summed over the rounds: each pass draws new targets and starts

@@ -61,10 +61,17 @@ def round_to_uint8(image):
 
 
 def colour_jitter():
-    """Brightness, contrast, saturation and PCA lighting, applied in a random order (BGR)."""
+    """Brightness, contrast, saturation and PCA lighting, applied in a random order (BGR).
+
+    As in the original code (docs/FACTS.md Sec. 7), contrast stretches each channel around
+    its own mean (imgaug.Contrast's rgb=None), not around the grey level. The original ran
+    this jitter on uint8 images, so every step clipped and truncated to integers; here it
+    runs on float32 and the result is rounded to uint8 once, at the end (a difference of at
+    most a few grey levels per pixel, without the truncation's downward bias).
+    """
     return imgaug.RandomOrderAug([
         imgaug.BrightnessScale((0.6, 1.4), clip=False),
-        imgaug.Contrast((0.6, 1.4), rgb=False, clip=False),
+        imgaug.Contrast((0.6, 1.4), clip=False),
         imgaug.Saturation(0.4, rgb=False),
         imgaug.Lighting(0.1, eigval=PCA_EIGVAL_BGR, eigvec=PCA_EIGVEC_BGR),
     ])

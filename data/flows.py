@@ -4,6 +4,7 @@ import logging
 import signal
 import sys
 
+import numpy as np
 from tensorpack.dataflow import MultiProcessMapDataZMQ, ProxyDataFlow
 
 from .errors import DataError
@@ -58,26 +59,63 @@ class SkipCorrupt(ProxyDataFlow):
                                 "check the data directory".format(in_a_row, path, problem))
 
 
-class RaiseOnCorrupt(ProxyDataFlow):
-    """Evaluation: an image that failed to decode is a DataError naming it, never a skip."""
+class CheckBatches(ProxyDataFlow):
+    """Training batches as the model takes them, [uint8 images [B, S, S, 3], integer labels in
+    0..classes-1], wherever they come from (decoded here or received from a data server at
+    `source`); anything else is a DataError that says what arrived."""
+
+    def __init__(self, ds, image_size, num_classes, source):
+        super().__init__(ds)
+        self.image_size, self.num_classes, self.source = image_size, num_classes, source
 
     def __iter__(self):
-        for _, image, label, path, problem in self.ds:
+        for batch in self.ds:
+            self.check(batch)
+            yield batch
+
+    def check(self, batch):
+        size = self.image_size
+        if len(batch) != 2:
+            raise DataError("a batch from {} has {} parts; expected [images, labels]".format(self.source, len(batch)))
+        images, labels = batch
+        if images.dtype != np.uint8 or images.shape[1:] != (size, size, 3):
+            raise DataError("a batch from {} holds {} images of shape {}; the model takes uint8 images of "
+                            "[{}, {}, 3] (is the data server's --image-size the model's?)".format(
+                                self.source, images.dtype, list(images.shape[1:]), size, size))
+        if labels.shape != images.shape[:1] or labels.dtype.kind not in "iu":
+            raise DataError("a batch from {} has labels {} {} for {} images".format(
+                self.source, labels.dtype, list(labels.shape), len(images)))
+        if len(labels) and (labels.min() < 0 or labels.max() >= self.num_classes):
+            raise DataError("a batch from {} has label {} but the model has {} classes (0..{}); do the data and "
+                            "--num-classes agree?".format(self.source, labels.max() if labels.max() >= self.num_classes
+                                                          else labels.min(), self.num_classes, self.num_classes - 1))
+
+
+class RaiseOnCorrupt(ProxyDataFlow):
+    """Evaluation: [image, label, index]; an image that failed to decode is a DataError naming
+    it, never a skip."""
+
+    def __iter__(self):
+        for index, image, label, path, problem in self.ds:
             if problem is not None:
                 raise DataError("cannot read evaluation image {} ({}); evaluation needs every image: "
                                 "fix or replace the file".format(path, problem))
-            yield [image, label]
+            yield [image, label, index]
 
 
 class RestoreOrder(ProxyDataFlow):
-    """Re-emit datapoints [index, ...] in index order 0, 1, 2, ... within each pass.
+    """Re-emit datapoints [index, ...] in index order first, first + 1, ... within each pass.
 
     Parallel map workers finish out of order; with indices attached (and a strict map that
     yields each input once per pass) this gives back the deterministic input order.
     """
 
+    def __init__(self, ds, first=0):
+        super().__init__(ds)
+        self.first = first
+
     def __iter__(self):
-        pending, expected = {}, 0
+        pending, expected = {}, self.first
         for datapoint in self.ds:
             pending[datapoint[0]] = datapoint
             while expected in pending:

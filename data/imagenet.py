@@ -61,6 +61,34 @@ def list_classes(root, split="train"):
     return classes
 
 
+def has_images(folder):
+    return any(entry.is_file() and is_image_file(entry.name) for entry in os.scandir(folder))
+
+
+def model_classes(root, num_classes):
+    """The classes that label ROOT's images for a model with `num_classes` outputs, checked
+    before anything runs: the class folders of ROOT/train (none of them empty: an empty folder
+    that sorts first would shift every label after it), or, without ROOT/train, those of a
+    folder-layout val/; their number must be `num_classes`. A flat val/ without ROOT/train is
+    labelled by index: returns the count, and every label of val.txt is checked against it."""
+    train = os.path.join(root, "train")
+    if os.path.isdir(train):
+        source, classes = train, list_classes(root, "train")
+        empty = [name for name in classes if not has_images(os.path.join(train, name))]
+        if empty:
+            raise DataError("empty class folder{}: {} in {}; an empty folder still takes a class index and shifts "
+                            "every label after it: add images or remove it".format(
+                                "s" if len(empty) > 1 else "", ", ".join(empty[:5]), train))
+    elif val_layout(root) == "folders":
+        source, classes = os.path.join(root, "val"), list_classes(root, "val")
+    else:
+        return num_classes
+    if len(classes) != num_classes:
+        raise DataError("{} has {} class folders but the model has {} classes (--num-classes {}); class k is the "
+                        "k-th folder, so they must match".format(source, len(classes), num_classes, num_classes))
+    return classes
+
+
 def images_in_folder(folder):
     """Sorted paths of the image files directly inside `folder`; DataError if there are none."""
     names = sorted(name for name in os.listdir(folder)

@@ -14,7 +14,7 @@ from tensorpack.dataflow import BatchData, DataFromList, FakeData, MapData, Mult
 from config import DEFAULTS
 
 from . import augment, imagenet
-from .decode import DecodeAndAugment
+from .decode import DecodeAndAugment, read_bgr
 from .errors import DataError
 from .flows import (CorruptImageLog, OrphanSafeMultiProcessMapData, RaiseOnCorrupt, RepeatForever,
                     RestoreOrder, SkipCorrupt)
@@ -29,9 +29,10 @@ def check_positive(name, value, minimum=1):
         raise ValueError("{} must be an int >= {}, got {!r}".format(name, minimum, value))
 
 
-def indexed(items):
-    """(index, path, label) datapoints: the index lets evaluation restore the order."""
-    return [(index, path, int(label)) for index, (path, label) in enumerate(items)]
+def indexed(items, first=0):
+    """(index, path, label) datapoints, indices from `first`: the index restores the order of
+    evaluation, and seeds each image's random draws in an attack."""
+    return [(first + k, path, int(label)) for k, (path, label) in enumerate(items)]
 
 
 def parallel_map(ds, map_function, workers, parallel, strict, buffer_size):
@@ -77,7 +78,8 @@ def build_train_dataflow(root, batch_size, image_size=224, workers=None, rank=0,
     check_positive("batch_size", batch_size)
     check_positive("image_size", image_size)
     workers = DEFAULTS.workers() if workers is None else workers
-    items = train_shard(imagenet.list_images(root, "train", classes), rank, world_size, seed)
+    everything = imagenet.list_images(root, "train", classes)
+    items = train_shard(everything, rank, world_size, seed)
     if len(items) < batch_size:
         raise DataError("{}: rank {} of {} has {} training images, fewer than one batch of {}".format(
             os.path.join(root, "train"), rank, world_size, len(items), batch_size))
@@ -87,7 +89,7 @@ def build_train_dataflow(root, batch_size, image_size=224, workers=None, rank=0,
                       strict=False, buffer_size=buffer_size)
     ds = BatchData(SkipCorrupt(ds, corrupt_log), batch_size, remainder=False)
     ds.corrupt_images = corrupt_log
-    ds.num_images = len(items)
+    ds.num_images, ds.total_images = len(items), len(everything)
     logger.info("training data: %d images in %s for rank %d of %d, %d batches of %d per epoch",
                 len(items), os.path.join(root, "train"), rank, world_size, len(ds), batch_size)
     return ds
@@ -95,7 +97,8 @@ def build_train_dataflow(root, batch_size, image_size=224, workers=None, rank=0,
 
 def build_eval_dataflow(root, batch_size, image_size=224, workers=None, shard_index=0, num_shards=1,
                         buffer_size=200, split="val", classes=None):
-    """Evaluation batches of shard `shard_index` of `num_shards` of ROOT/split (default val).
+    """Evaluation batches [images, labels, indices] of shard `shard_index` of `num_shards` of
+    ROOT/split (default val); an index is the image's position in the whole split.
 
     One pass yields every image of the shard exactly once, in the fixed order of
     `imagenet.list_images`; the last batch may be smaller (nothing is dropped), so
@@ -107,16 +110,41 @@ def build_eval_dataflow(root, batch_size, image_size=224, workers=None, shard_in
     check_positive("batch_size", batch_size)
     check_positive("image_size", image_size)
     workers = DEFAULTS.workers() if workers is None else workers
-    items = imagenet.shard(imagenet.list_images(root, split, classes), shard_index, num_shards)
+    everything = imagenet.list_images(root, split, classes)
+    start, end = imagenet.shard_bounds(len(everything), shard_index, num_shards)
+    items = everything[start:end]
     if not items:
         logger.warning("evaluation shard %d of %d of %s is empty", shard_index, num_shards, root)
         workers = 0
-    ds = DataFromList(indexed(items), shuffle=False)
+    ds = DataFromList(indexed(items, first=start), shuffle=False)
     ds = parallel_map(ds, DecodeAndAugment(augment.eval_augmentor(image_size)), workers, "thread",
                       strict=True, buffer_size=buffer_size)
-    ds = BatchData(RaiseOnCorrupt(RestoreOrder(ds)), batch_size, remainder=True)
+    ds = BatchData(RaiseOnCorrupt(RestoreOrder(ds, first=start)), batch_size, remainder=True)
     ds.num_images = len(items)
     return ds
+
+
+def check_readable(root, split="val", classes=None, shard_index=0, num_shards=1, workers=None, progress=False):
+    """Decode every image of shard `shard_index` of ROOT/split once; a DataError names the
+    unreadable ones. Training runs it at its start when it will evaluate, so that a corrupt
+    validation image fails the job in seconds, not at the first evaluation an epoch later."""
+    from multiprocessing.pool import ThreadPool
+
+    from tqdm import tqdm
+    items = imagenet.shard(imagenet.list_images(root, split, classes), shard_index, num_shards)
+
+    def problem(path):
+        try:
+            read_bgr(path)
+        except (OSError, ValueError) as error:
+            return "{} ({})".format(path, error)
+    with ThreadPool(max(1, DEFAULTS.workers() if workers is None else workers)) as pool:
+        found = [p for p in tqdm(pool.imap(problem, [path for path, _ in items], chunksize=16), total=len(items),
+                                 desc="checking " + split, unit="image", disable=not progress) if p]
+    if found:
+        raise DataError("{} unreadable {} image{}: {}{}; evaluation needs every image: fix or replace them".format(
+            len(found), split, "s" if len(found) > 1 else "", ", ".join(found[:5]), " ..." if len(found) > 5 else ""))
+    return len(items)
 
 
 def fake_dataflow(batch_size, image_size=224, num_classes=1000, length=1000):

@@ -2,44 +2,48 @@
 
 docs/FACTS.md Sec. 5: distributed evaluation, each rank a shard of the validation set with
 the counts summed over ranks; which attacks run after which epoch is the recipe's schedule
-(`Recipe.evals_at`). Each scheduled attack is one `InferenceRunner` with its own tower
-(the attack on the exact float32 model, BN frozen, sharing the training variables) and a
-`CountOutcomes` inferencer; monitor names derive from the attack (`val-pgd10/top1_error`).
+(`Recipe.evals_at`). Each scheduled attack is one `InferenceRunner` with its own tower (the
+attack on the exact float32 model, BN frozen, sharing the training variables; the training
+attack's fast path never applies) and a `CountOutcomes` inferencer; monitor names derive
+from the attack (`val-pgd10/top1_error`). After the last epoch, the final evaluations are
+written as `robustness_curve.json`, the format of `main.py --eval --result-file`.
 """
+import os
+import time
+
 import numpy as np
 import tensorflow as tf
-from tensorpack.callbacks import EnableCallbackIf, InferenceRunner, Inferencer
+from tensorpack.callbacks import Callback, EnableCallbackIf, InferenceRunner, Inferencer
 from tensorpack.tfutils.tower import TowerFunc
 
 from attacker import monitor_key
 from attacker.metrics import Counts
-from nets.layout import layout_scope
 
-from .model import attack_model
+from . import watchdog
+from .evaluate import point_record, result_record, write_json
+from .model import attack_outcome, evaluation_inputs
 
 tf1 = tf.compat.v1
 OUTCOMES = ("correct_top1", "correct_top5", "hit")
+CURVE_FILE = "robustness_curve.json"
 
 
 def attack_tower(spec, options, attack):
-    """A tower function (images, labels) -> the attack's per-image outcomes, named OUTCOMES."""
-    size = spec.image_size
-
-    def tower(images, labels):
-        with layout_scope(options.layout):
-            result = attack.attack(tf.cast(images, tf.float32), labels, attack_model(spec, options))
+    """A tower function (images, labels, indices) -> the attack's per-image outcomes, named OUTCOMES."""
+    def tower(images, labels, indices):
+        result = attack_outcome(spec, options, attack, images, labels, indices)
         for name in OUTCOMES:
             tf.identity(getattr(result, name), name=name)
-    return TowerFunc(tower, [tf.TensorSpec([None, size, size, 3], tf.uint8, "eval_images"),
-                             tf.TensorSpec([None], tf.int32, "eval_labels")])
+    return TowerFunc(tower, evaluation_inputs(spec))
 
 
 class CountOutcomes(Inferencer):
-    """Counts errors and hits over one pass, sums them over Horovod ranks (`hvd`), and puts
-    top-1/top-5 error and attack success rate on the trainer's monitors under `prefix`."""
+    """Counts errors and hits over one pass, sums them over Horovod ranks (`hvd`), puts top-1/
+    top-5 error and attack success rate on the trainer's monitors under `prefix`, and keeps
+    {epoch: (counts, seconds)} in `results`."""
 
-    def __init__(self, prefix, hvd=None):
-        self.prefix, self.hvd = prefix, hvd
+    def __init__(self, prefix, results, hvd=None):
+        self.prefix, self.results, self.hvd = prefix, results, hvd
 
     def _setup_graph(self):
         if self.hvd is not None:     # built before the graph is finalised; run by every rank each round
@@ -47,18 +51,20 @@ class CountOutcomes(Inferencer):
             self._total = self.hvd.allreduce(self._local, op=self.hvd.Sum, name="sum_" + self.prefix.replace("-", "_"))
 
     def _before_inference(self):
-        self.counts = Counts()
+        self.counts, self.started = Counts(), time.time()
 
     def _get_fetches(self):
         return list(OUTCOMES)
 
     def _on_fetches(self, outputs):
         self.counts = self.counts + Counts.from_batch(*outputs)
+        watchdog.beat()
 
     def _after_inference(self):
         counts = self.counts
         if self.hvd is not None:
             counts = Counts.from_array(self.trainer.sess.run(self._total, {self._local: counts.as_array()}))
+        self.results[self.trainer.epoch_num] = (counts, time.time() - self.started)
         for name in ("top1_error", "top5_error", "attack_success_rate"):
             value = getattr(counts, name)
             if not np.isnan(value):          # nan: no images at all
@@ -86,14 +92,32 @@ class ShardInferenceRunner(InferenceRunner):
             inferencer.trigger_epoch()
 
 
-def evaluation_callbacks(spec, options, recipe, attacks, make_dataflow, hvd=None):
-    """One runner per scheduled attack ({schedule text: attack}), enabled after the epochs
-    `recipe.evals_at` names; `make_dataflow()` builds this rank's validation shard."""
-    callbacks = []
+class WriteRobustnessCurve(Callback):
+    """After the last epoch, the final evaluations as one result file (chief only)."""
+
+    def __init__(self, path, recipe, attacks, results, model):
+        self.path, self.recipe, self.attacks, self.results, self.model = path, recipe, attacks, results, model
+
+    def _trigger_epoch(self):
+        if self.epoch_num < self.recipe.epochs:
+            return
+        done = [text for text in self.recipe.evals_at(self.epoch_num) if self.epoch_num in self.results.get(text, {})]
+        points = [point_record(self.results[text][self.epoch_num][0], self.attacks[text],
+                               self.results[text][self.epoch_num][1]) for text in done]
+        write_json(dict(result_record(points, self.model), epoch=self.epoch_num), self.path)
+
+
+def evaluation_callbacks(spec, options, recipe, attacks, make_dataflow, hvd=None, logdir=None, model=None):
+    """One runner per attack ({schedule text: attack}), enabled after the epochs
+    `recipe.evals_at` names; `make_dataflow()` builds this rank's validation shard. With
+    `logdir` (the chief), the robustness curve is written there after the last epoch."""
+    callbacks, results = [], {text: {} for text in attacks}
     for text, attack in attacks.items():
         key = monitor_key(attack)
-        runner = ShardInferenceRunner(make_dataflow(), [CountOutcomes("val-" + key, hvd)], tower_name="eval_" + key,
-                                      tower_func=attack_tower(spec, options, attack))
+        runner = ShardInferenceRunner(make_dataflow(), [CountOutcomes("val-" + key, results[text], hvd)],
+                                      tower_name="eval_" + key, tower_func=attack_tower(spec, options, attack))
         runner.set_chief_only(False)
         callbacks.append(EnableCallbackIf(runner, lambda self, text=text: text in recipe.evals_at(self.epoch_num)))
+    if logdir is not None:
+        callbacks.append(WriteRobustnessCurve(os.path.join(logdir, CURVE_FILE), recipe, attacks, results, model))
     return callbacks

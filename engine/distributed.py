@@ -41,6 +41,20 @@ class World:
         return np.rint(total.numpy()).astype(np.int64)
 
 
+    def agree(self, value, what):
+        """`value`, checked to be the same integer on every rank (ValueError on every rank if not)."""
+        if not self.distributed:
+            return value
+        import tensorflow as tf
+        low, high = (int(self.hvd.allreduce(tf.constant(value, tf.int64), op=op).numpy())
+                     for op in (self.hvd.Min, self.hvd.Max))
+        if low != high:
+            raise ValueError("the ranks disagree on the {}: {} on this rank (rank {}), from {} to {} over all "
+                             "ranks; do they read the same data with the same settings?".format(
+                                 what, value, self.rank, low, high))
+        return value
+
+
 def init_world(require_horovod=False):
     """Initialise Horovod if a launcher started this process (or `require_horovod`)."""
     if not (launched_by_horovod() or require_horovod):

@@ -14,8 +14,8 @@ from files import atomic_write
 
 
 def evaluate(runner, dataflow, sum_across_ranks=None, show_progress=True, description="evaluating"):
-    """Counts over one pass of `dataflow` ([uint8 images, int labels]), whose reset_state() the
-    caller has run once; `runner.attack(images, labels)` gives each batch's AttackResult. With
+    """Counts over one pass of `dataflow` ([uint8 images, int labels, indices]), whose
+    reset_state() the caller has run once; `runner.attack(...)` gives each batch's AttackResult. With
     `sum_across_ranks` (a Horovod allreduce of the count vector) the totals of all ranks.
     `description` names the progress bar."""
     counts = Counts()
@@ -24,8 +24,8 @@ def evaluate(runner, dataflow, sum_across_ranks=None, show_progress=True, descri
     except NotImplementedError:
         total = None
     with tqdm(dataflow, total=total, desc=description, unit="batch", disable=not show_progress) as batches:
-        for images, labels in batches:
-            result = runner.attack(images, labels)
+        for images, labels, indices in batches:
+            result = runner.attack(images, labels, indices)
             counts = counts + Counts.from_batch(result.correct_top1, result.correct_top5, result.hit)
             batches.set_postfix(top1_error="{:.3f}".format(counts.top1_error),
                                 success="{:.3f}".format(counts.attack_success_rate))

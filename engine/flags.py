@@ -7,7 +7,7 @@ import argparse
 import dataclasses
 import typing
 
-from attacker import ATTACKS, LOSSES, PGD, build_attack, parse_attack, setting_names
+from attacker import ATTACKS, LOSSES, PGD, build_attack, canonical_attack, parse_attack, setting_names
 from config import PUBLISHED
 from data.augment import TRAIN_AUGMENTATIONS
 from nets import ARCHITECTURES, DENOISE_OPS, BuildOptions, build_spec, resolve_data_format
@@ -28,19 +28,28 @@ def int_tuple(text):
 
 
 def schedule(text):
-    """'clean:1,pgd@10:1,50:20' -> (("clean", 1), ("pgd@10", 1), ("50", 20)): ATTACK:EVERY_K_EPOCHS."""
-    pairs = []
+    """'clean:1,50:20,pgd@100:10:5' -> (("clean", 1, 0), ("pgd@50", 20, 0), ("pgd@100", 10, 5)):
+    ATTACK:EVERY_K_EPOCHS[:AND_IN_THE_LAST_N]."""
+    entries = []
     for item in filter(None, text.split(",")):
-        attack, _, every = item.rpartition(":")
+        attack, *numbers = item.split(":")
         try:
-            parse_attack(attack)
-            pairs.append((attack, int(every)))
+            every, last = (int(n) for n in (numbers + ["0"])[:2]) if len(numbers) in (1, 2) else (0, 0)
+            entries.append((canonical_attack(attack), every, last))
         except (ValueError, KeyError) as error:
             raise argparse.ArgumentTypeError("bad evaluation '{}' in '{}': {}".format(
-                item, text, error.args[0] if error.args else "expected ATTACK:EVERY_K_EPOCHS"))
-        if pairs[-1][1] < 1:
-            raise argparse.ArgumentTypeError("'{}': evaluate every k >= 1 epochs".format(item))
-    return tuple(pairs)
+                item, text, error.args[0] if error.args else "expected ATTACK:EVERY_K_EPOCHS[:LAST_N]"))
+        if every < 1 or last < 0:
+            raise argparse.ArgumentTypeError("'{}': evaluate every k >= 1 epochs (and in the last n >= 0)".format(item))
+    return tuple(entries)
+
+
+def attack_list(text):
+    """'clean,pgd@10,20' -> ("clean", "pgd@10", "pgd@20")."""
+    try:
+        return tuple(dict.fromkeys(canonical_attack(a) for a in text.split(",") if a))
+    except (ValueError, KeyError) as error:
+        raise argparse.ArgumentTypeError("bad attack in '{}': {}".format(text, error.args[0]))
 
 
 class FieldFlags:
@@ -120,8 +129,11 @@ RECIPE_FLAGS = FieldFlags("training recipe (Feature Denoising, Sec. 5)", {
     "--augment": dict(field="augmentation", choices=sorted(TRAIN_AUGMENTATIONS),
                       help="training augmentation: imagenet (Sec. 5) or light (bigger crops, no flip)"),
     "--eval-schedule": dict(field="eval_schedule", type=schedule,
-                            help="evaluations during training, ATTACK:EVERY_K_EPOCHS,... (ATTACK: NAME, "
-                                 "NAME@ITERATIONS, or N for PGD-N, 0 for clean)"),
+                            help="evaluations during training, ATTACK:EVERY_K_EPOCHS[:AND_IN_THE_LAST_N],... "
+                                 "(ATTACK: NAME, NAME@ITERATIONS, or N for PGD-N, 0 for clean)"),
+    "--eval-final": dict(field="eval_final", type=attack_list,
+                         help="attacks evaluated after the last epoch besides the schedule, written as "
+                              "robustness_curve.json"),
 }, prefix="recipe_", defaults=PUBLISHED)
 
 
@@ -225,11 +237,11 @@ def training_attack_from_args(args, recipe):
 
 
 def schedule_attacks(recipe, args):
-    """{attack text: attack} for the recipe's evaluation schedule, with the flags' shared settings
+    """{attack text: attack} for the recipe's evaluations, with the flags' shared settings
     where an attack has them (always from noise, one restart, the exact float32 model)."""
     settings = dict(ATTACK_FLAGS.values(args, given_only=True), restarts=1)
     attacks = {}
-    for text, _ in recipe.eval_schedule:
+    for text in recipe.scheduled_attacks():
         name, overrides = parse_attack(text)
         attacks[text] = build_attack(name, dict(settings, **overrides))
     return attacks

@@ -54,15 +54,19 @@ def attack_model(spec, options=BuildOptions(), execution=AttackExecution()):
                  gradient_scale=FP16_GRADIENT_SCALE if execution.compute_dtype == "float16" else 1.0)
 
 
-def attack_graph(spec, options, attack, execution=AttackExecution(), prefix="eval"):
-    """(uint8 image placeholder, label placeholder, AttackResult) built in the current graph,
-    sharing the model's variables; the attack's steps run as `execution` says."""
+def evaluation_inputs(spec):
+    """The signature of an evaluation batch: uint8 images, int32 labels, int64 indices (each
+    image's position in the validation set, which seeds its random draws in an attack)."""
     size = spec.image_size
-    images = tf1.placeholder(tf.uint8, [None, size, size, 3], name=prefix + "_images")
-    labels = tf1.placeholder(tf.int32, [None], name=prefix + "_labels")
+    return [tf.TensorSpec([None, size, size, 3], tf.uint8, "eval_images"), tf.TensorSpec([None], tf.int32, "eval_labels"),
+            tf.TensorSpec([None], tf.int64, "eval_indices")]
+
+
+def attack_outcome(spec, options, attack, images, labels, indices, execution=AttackExecution()):
+    """The attack's AttackResult on an evaluation batch, sharing the model's variables; its
+    steps run as `execution` says, its outcome on the exact float32 model."""
     with layout_scope(options.layout):
-        result = attack.attack(tf.cast(images, tf.float32), labels, attack_model(spec, options, execution))
-    return images, labels, result
+        return attack.attack(tf.cast(images, tf.float32), labels, attack_model(spec, options, execution), indices)
 
 
 def weight_decay_cost(recipe):

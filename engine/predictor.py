@@ -8,7 +8,7 @@ from nets import logits
 from nets.layout import gpu_available, layout_scope
 from nets.checkpoint import load_weights, read_weights
 
-from .model import AttackExecution, attack_graph
+from .model import AttackExecution, attack_outcome, evaluation_inputs
 
 tf1 = tf.compat.v1
 
@@ -28,8 +28,10 @@ class Predictor:
         self.spec = spec
         self.graph = tf.Graph()
         with self.graph.as_default():
-            self.images, self.labels, self.attack_result = attack_graph(spec, options, attack or build_attack("clean"),
-                                                                        execution)
+            self.images, self.labels, self.indices = (tf1.placeholder(s.dtype, s.shape, s.name)
+                                                      for s in evaluation_inputs(spec))
+            self.attack_result = attack_outcome(spec, options, attack or build_attack("clean"), self.images,
+                                                self.labels, self.indices, execution)
             with layout_scope(options.layout):
                 self.logits = logits(tf.cast(self.images, tf.float32), spec, training=False, options=options.exact)
             self.session = tf1.Session(config=session_config(gpu_index))
@@ -50,9 +52,12 @@ class Predictor:
     def __call__(self, images):
         return self.session.run(self.logits, {self.images: self._check(images)})
 
-    def attack(self, images, labels):
-        """The attack's AttackResult (numpy) for one batch (clean images without an attack)."""
-        return self.session.run(self.attack_result, {self.images: self._check(images), self.labels: labels})
+    def attack(self, images, labels, indices=None):
+        """The attack's AttackResult (numpy) for one batch (clean images without an attack);
+        `indices` (the images' positions in the data set, default 0, 1, ...) seed their draws."""
+        indices = np.arange(len(labels)) if indices is None else indices
+        return self.session.run(self.attack_result, {self.images: self._check(images), self.labels: labels,
+                                                     self.indices: indices})
 
     def close(self):
         self.session.close()

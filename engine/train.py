@@ -4,27 +4,39 @@ Feature Denoising, Sec. 5: "distributed SGD ... 32 images per GPU ... learning r
 B/256 ... decreased by 10x at the 35th, 70th and 95th epoch ... label smoothing 0.1 ...
 weight decay 1e-4 ... 110 epochs", with a linear warm-up when the learning rate is large
 (docs/FACTS.md Sec. 5).
+
+Every rank takes the same number of steps per epoch, floor(training images / total batch),
+agreed over Horovod before training (ranks that disagreed would deadlock at the epoch's end).
+Each rank reads its own shard as an endless reshuffled stream, so an epoch's images are the
+next steps x batch of that stream: every image once per pass, the few left over at the end of
+a pass (less than a batch per rank) start the next epoch. A failure of the training stream
+(unreadable data, a bad batch from a data server) ends the run with that error, never as if
+it had finished.
 """
 import logging
 import os
 from dataclasses import dataclass, field
 from typing import Dict, Optional
 
-import tensorflow as tf
 from tensorpack import TrainConfig, launch_train_with_config, logger
-from tensorpack.callbacks import EstimatedTimeLeft, ModelSaver, ScheduledHyperParamSetter
+from tensorpack.callbacks import EstimatedTimeLeft, ScalarPrinter, ScheduledHyperParamSetter, TFEventWriter
+from tensorpack.dataflow import ProxyDataFlow
 from tensorpack.input_source import QueueInput
 from tensorpack.tfutils.sessinit import SessionInit
 
 from attacker import Attack, monitor_key
+from config import DEFAULTS
+from data import (CheckBatches, DataError, build_eval_dataflow, build_train_dataflow, check_readable, list_images,
+                  model_classes, receive_dataflow)
 from nets import BuildOptions
 from nets.checkpoint import load_weights, read_weights
 
 from . import tensorpack_compat
 from .callbacks import evaluation_callbacks
 from .model import AdversarialModel, AttackExecution
+from .resume import CheckpointAfterStats, ResumableJSONWriter, check_run_shape, newest_intact_checkpoint
+from .watchdog import HangWatchdog
 
-tf1 = tf.compat.v1
 log = logging.getLogger(__name__)
 
 
@@ -44,6 +56,11 @@ class TrainJob:
     resume: bool = False
     data_server: Optional[str] = None               # ZMQ address of `python -m tools.serve_data`
     max_checkpoints: int = 3
+    hang_timeout: float = DEFAULTS.hang_timeout
+
+
+class TrainingFailed(RuntimeError):
+    """Training stopped before its last step; the message says where and why."""
 
 
 class StrictInit(SessionInit):
@@ -60,6 +77,19 @@ class StrictInit(SessionInit):
             log.warning("loaded with --ignore-mismatch: %s", message)
 
 
+class RecordFailure(ProxyDataFlow):
+    """Keeps the exception that ends the stream: Tensorpack's queue thread only logs it and
+    stops training as if it had finished, so `train` raises it afterwards."""
+    error = None
+
+    def __iter__(self):
+        try:
+            yield from self.ds
+        except Exception as error:
+            self.error = error
+            raise
+
+
 def default_logdir(spec, arch, depth, recipe, attack, total_batch):
     denoise = spec.denoise_op + "@" + spec.denoise_placement if spec.denoise_placement != "none" else "nodenoise"
     epsilon = "-eps{:g}".format(attack.epsilon) if hasattr(attack, "epsilon") else ""
@@ -67,50 +97,46 @@ def default_logdir(spec, arch, depth, recipe, attack, total_batch):
         arch, depth, denoise, monitor_key(attack), epsilon, total_batch, spec.image_size))
 
 
-def latest_checkpoint(logdir):
-    return tf.train.latest_checkpoint(logdir) if os.path.isdir(logdir) else None
-
-
-def checkpoint_step(path):
-    return int(tf.train.load_checkpoint(path).get_tensor("global_step"))
-
-
 def resolve_start(job, steps_per_epoch):
-    """(weights to load, starting epoch): --resume continues the log directory's last
+    """(weights to load, starting epoch): --resume continues the log directory's newest intact
     checkpoint; --load starts from given weights at --starting-epoch (1 by default)."""
-    found = latest_checkpoint(job.logdir)
+    found = newest_intact_checkpoint(job.logdir)
     if job.resume:
         if found is None:
             log.info("--resume: no checkpoint in %s yet, starting from scratch", job.logdir)
             return job.load, job.starting_epoch or 1
-        epoch = checkpoint_step(found) // steps_per_epoch + 1
-        log.info("resuming from %s at epoch %d", found, epoch)
-        return found, epoch
+        prefix, step = found
+        epoch = step // steps_per_epoch + 1
+        log.info("resuming from %s at epoch %d", prefix, epoch)
+        return prefix, epoch
     if found is not None and job.load is None:
         raise ValueError("log directory {} already holds a training run ({}); pass --resume to continue it, "
-                         "or --logdir to start a new one".format(job.logdir, os.path.basename(found)))
+                         "or --logdir to start a new one".format(job.logdir, os.path.basename(found[0])))
     starting_epoch = job.starting_epoch or 1
     if job.load and starting_epoch == 1 and not job.load.endswith(".npz"):
-        step = checkpoint_step(job.load) if "global_step" in read_weights(job.load) else 0
+        step = int(read_weights(job.load).get("global_step", 0))
         if step:
             log.warning("%s was saved at step %d; training restarts the schedule at epoch 1 "
                         "(pass --starting-epoch to continue it)", job.load, step)
     return job.load, starting_epoch
 
 
-def training_dataflow(job, recipe, spec, world):
-    """Batches decoded here, or received from `python -m tools.serve_data` at job.data_server.
-
-    A data server's stream has no end, so one epoch is counted from job.data: this rank's
-    share of ROOT/train in batches, as when decoding locally.
-    """
-    from data import build_train_dataflow, list_images, receive_dataflow
+def training_stream(job, recipe, spec, world, classes):
+    """(this rank's checked training batches, steps per epoch): decoded here, or received from
+    `python -m tools.serve_data` at job.data_server (whose epoch is counted from job.data)."""
     if job.data_server:
-        images = len(list_images(job.data, "train")) // world.size
-        return receive_dataflow(job.data_server, length=images // recipe.batch_per_gpu)
-    return build_train_dataflow(job.data, recipe.batch_per_gpu, image_size=spec.image_size,
-                                workers=job.workers, rank=world.rank, world_size=world.size,
-                                augmentation=recipe.augmentation)
+        total = len(list_images(job.data, "train", classes))
+        flow, source = receive_dataflow(job.data_server, timeout=DEFAULTS.data_server_timeout), job.data_server
+    else:
+        flow = build_train_dataflow(job.data, recipe.batch_per_gpu, image_size=spec.image_size, workers=job.workers,
+                                    rank=world.rank, world_size=world.size, augmentation=recipe.augmentation,
+                                    classes=classes)
+        total, source = flow.total_images, os.path.join(job.data, "train")
+    steps = total // (recipe.batch_per_gpu * world.size)
+    if steps < 1:
+        raise DataError("{} training images in {} do not make one batch of {} on each of {} rank(s)".format(
+            total, os.path.join(job.data, "train"), recipe.batch_per_gpu, world.size))
+    return CheckBatches(flow, spec.image_size, spec.num_classes, source), steps
 
 
 def train(spec, recipe, job, world, dataflow=None, extra_callbacks=()):
@@ -118,35 +144,41 @@ def train(spec, recipe, job, world, dataflow=None, extra_callbacks=()):
 
     `dataflow` replaces the one built from job.data/job.data_server (tests feed fixed batches).
     """
-    from data import build_eval_dataflow
     tensorpack_compat.install()
+    classes = model_classes(job.data, spec.num_classes) if job.data else None
+    stream, steps = (dataflow, len(dataflow)) if dataflow is not None else \
+        training_stream(job, recipe, spec, world, classes)
+    steps = world.agree(steps, "steps per epoch")
+    stream = RecordFailure(stream)
     total_batch = recipe.batch_per_gpu * world.size
-    dataflow = dataflow if dataflow is not None else training_dataflow(job, recipe, spec, world)
-    steps_per_epoch = len(dataflow)
-    load, starting_epoch = resolve_start(job, steps_per_epoch)
+    load, starting_epoch = resolve_start(job, steps)
     if starting_epoch > recipe.epochs:
         log.info("%s has finished all %d epochs already; nothing to train", job.logdir, recipe.epochs)
         return job.logdir
+    check_run_shape(job.logdir, dict(batch_per_gpu=recipe.batch_per_gpu, ranks=world.size, total_batch=total_batch,
+                                     steps_per_epoch=steps), write=world.is_chief)
     if world.is_chief:
         logger.set_logger_dir(job.logdir, action="k")
     lr_schedule = recipe.lr_schedule(total_batch)
     model = AdversarialModel(spec, job.options, job.attack, recipe, learning_rate=lr_schedule[0][1],
                              execution=job.execution)
-    callbacks = [
-        ModelSaver(max_to_keep=job.max_checkpoints, checkpoint_dir=job.logdir),
-        ScheduledHyperParamSetter("learning_rate", lr_schedule),
-        EstimatedTimeLeft(),
-    ] + list(extra_callbacks)
-    warmup = recipe.warmup_schedule(total_batch, steps_per_epoch)
+    callbacks = [ScheduledHyperParamSetter("learning_rate", lr_schedule), EstimatedTimeLeft(),
+                 HangWatchdog(job.hang_timeout)] + list(extra_callbacks)
+    warmup = recipe.warmup_schedule(total_batch, steps)
     if warmup:
         callbacks.append(ScheduledHyperParamSetter("learning_rate", warmup, interp="linear", step_based=True))
     if job.data and job.eval_attacks:
-        def shard():
-            return build_eval_dataflow(job.data, recipe.batch_per_gpu, image_size=spec.image_size,
-                                       workers=job.workers, shard_index=world.rank, num_shards=world.size)
-        callbacks += evaluation_callbacks(spec, job.options, recipe, job.eval_attacks, shard, world.hvd)
+        check_readable(job.data, "val", classes, world.rank, world.size, job.workers, progress=world.is_chief)
+        callbacks += evaluation_callbacks(
+            spec, job.options, recipe, job.eval_attacks, hvd=world.hvd,
+            make_dataflow=lambda: build_eval_dataflow(job.data, recipe.batch_per_gpu, image_size=spec.image_size,
+                                                      workers=job.workers, shard_index=world.rank,
+                                                      num_shards=world.size, classes=classes),
+            logdir=job.logdir if world.is_chief else None, model=dict(logdir=job.logdir, spec=spec.__dict__))
+    monitors = [TFEventWriter(), ResumableJSONWriter(), ScalarPrinter(),
+                CheckpointAfterStats(max_to_keep=job.max_checkpoints, checkpoint_dir=job.logdir)]
     config = TrainConfig(
-        model=model, data=QueueInput(dataflow), callbacks=callbacks, steps_per_epoch=steps_per_epoch,
+        model=model, data=QueueInput(stream), callbacks=callbacks, monitors=monitors, steps_per_epoch=steps,
         max_epoch=recipe.epochs, starting_epoch=starting_epoch,
         session_init=StrictInit(load, job.ignore_mismatch) if load else None)
     if world.distributed:
@@ -156,6 +188,16 @@ def train(spec, recipe, job, world, dataflow=None, extra_callbacks=()):
         from tensorpack.train import SimpleTrainer
         trainer = SimpleTrainer()
     log.info("training %s: total batch %d on %d rank(s), %d steps per epoch, epochs %d..%d, attack %s",
-             job.logdir, total_batch, world.size, steps_per_epoch, starting_epoch, recipe.epochs, job.attack.label)
+             job.logdir, total_batch, world.size, steps, starting_epoch, recipe.epochs, job.attack.label)
     launch_train_with_config(config, trainer)
+    raise_if_failed(stream, trainer.loop.global_step, recipe.epochs * steps, job.logdir)
     return job.logdir
+
+
+def raise_if_failed(stream, step, last_step, logdir):
+    if stream.error is not None:
+        raise TrainingFailed("training stopped at step {} of {}: {}".format(step, last_step, stream.error)) \
+            from stream.error
+    if step < last_step:
+        raise TrainingFailed("training stopped at step {} of {} without finishing; the log is {}".format(
+            step, last_step, os.path.join(logdir, "log.log")))

@@ -41,6 +41,8 @@ class ArchSpec:
     backbone: str = "resnet"                        # a name in nets.backbone.BACKBONES
 
     def __post_init__(self):
+        if self.num_classes < 2:
+            raise ValueError("a classifier needs at least 2 classes, got --num-classes {}".format(self.num_classes))
         if len(self.widths) != len(self.blocks):
             raise ValueError("widths {} and blocks {} must have one entry per group".format(
                 self.widths, self.blocks))

@@ -19,6 +19,10 @@ TRAINING_STATE = re.compile(r"^(global_step|learning_rate)$|/Momentum$")
 SHOW_NAMES = 5
 
 
+class CheckpointError(ValueError):
+    """A weights file that cannot be read: the message names it and says what is wrong."""
+
+
 class CheckpointMismatch(ValueError):
     """The checkpoint's variables are not the model's: lists what is missing, unexpected or mis-shaped."""
 
@@ -28,19 +32,33 @@ def _strip_tensor_suffix(name):
 
 
 def read_weights(path):
-    """{name: array} from a `.npz` file, a TF checkpoint prefix, or a directory holding a checkpoint."""
+    """{name: array} from a `.npz` file, a TF checkpoint prefix, or a directory holding a
+    checkpoint. Every tensor is read, so a truncated or corrupt file is a CheckpointError
+    naming it, never a half-loaded model."""
     if path.endswith(".npz"):
         if not os.path.isfile(path):
             raise FileNotFoundError("weights file not found: {}".format(path))
-        with np.load(path) as f:
-            return {_strip_tensor_suffix(k): f[k] for k in f.files}
-    prefix = tf.train.latest_checkpoint(path) if os.path.isdir(path) else path
-    if prefix is None or not tf1.train.checkpoint_exists(prefix):
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                return {_strip_tensor_suffix(k): f[k] for k in f.files}
+        except Exception as error:      # zipfile, numpy and OS errors alike
+            raise CheckpointError("cannot read weights file {}: it is truncated or not a .npz of arrays "
+                                  "({}: {})".format(path, type(error).__name__, error)) from None
+    try:
+        prefix = tf.train.latest_checkpoint(path) if os.path.isdir(path) else path
+        found = prefix is not None and tf1.train.checkpoint_exists(prefix)
+    except (tf.errors.OpError, ValueError) as error:
+        raise CheckpointError("cannot read the checkpoint list in {} ({})".format(path, error)) from None
+    if not found:
         raise FileNotFoundError(
             "no checkpoint at {}: give a .npz file, a checkpoint prefix (model-1000) or a "
             "directory with a 'checkpoint' file".format(path))
-    reader = tf.train.load_checkpoint(prefix)
-    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
+    except Exception as error:          # TF reports a short file as DataLossError, IndexError, ...
+        raise CheckpointError("cannot read checkpoint {}: it is truncated or corrupt ({}: {})".format(
+            prefix, type(error).__name__, str(error).splitlines()[0] if str(error) else "")) from None
 
 
 def compare(model_shapes, weights):

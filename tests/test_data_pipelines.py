@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from data import build_eval_dataflow, build_train_dataflow, fake_dataflow
-from data.augment import (PCA_EIGVAL_BGR, PCA_EIGVEC_BGR, eval_augmentor, eval_resize_size,
-                          train_augmentor)
+from data.augment import (PCA_EIGVAL_BGR, PCA_EIGVEC_BGR, colour_jitter, eval_augmentor,
+                          eval_resize_size, train_augmentor)
 from data.errors import DataError
 from data.imagenet import list_images, shard
 from tests.data_tree import CLASSES, make_tree, random_image, write_image
@@ -60,6 +60,20 @@ def test_known_image_is_centre_cropped(size, shape, top, left):
 def test_lighting_constants_are_bgr():
     np.testing.assert_allclose(PCA_EIGVAL_BGR, np.array([0.0045, 0.0188, 0.2175]) * 255, rtol=1e-6)
     assert PCA_EIGVEC_BGR[0, 0] == pytest.approx(0.4203) and PCA_EIGVEC_BGR[2, 2] == pytest.approx(-0.5675)
+
+
+def test_contrast_jitter_stretches_each_channel_around_its_own_mean():
+    """The original's imgaug.Contrast((0.6, 1.4), clip=False) keeps each channel's mean."""
+    contrast = [aug for aug in colour_jitter().aug_lists if type(aug).__name__ == "Contrast"]
+    assert len(contrast) == 1
+    rng = np.random.RandomState(3)
+    image = np.stack([rng.uniform(10, 40, (8, 9)), rng.uniform(100, 140, (8, 9)),
+                      rng.uniform(200, 250, (8, 9))], axis=-1).astype(np.float32)
+    factor = 1.3
+    out = contrast[0]._augment(image, factor)
+    channel_mean = image.mean(axis=(0, 1), keepdims=True)
+    np.testing.assert_allclose(out, (image - channel_mean) * factor + channel_mean, rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(out.mean(axis=(0, 1)), image.mean(axis=(0, 1)), atol=1e-3)
 
 
 # ------------------------------------------------------------------ training flow
@@ -129,19 +143,21 @@ def batches_of(flow):
 def test_eval_shards_yield_every_image_once_in_order(tmp_path, layout, count):
     root = str(tmp_path)
     val = make_tree(root, train_counts=(1, 1, 1), val_layout=layout, solid_val=True)
-    seen_values, seen_labels = [], []
+    seen_values, seen_labels, seen_indices = [], [], []
     for index in range(count):
         flow = build_eval_dataflow(root, batch_size=2, image_size=16, workers=0, shard_index=index,
                                    num_shards=count)
         batches = batches_of(flow)
         size = len(shard(val, index, count))
         assert len(flow) == len(batches) == -(-size // 2)
-        assert sum(len(labels) for _, labels in batches) == size
-        for images, labels in batches:
+        assert sum(len(labels) for _, labels, _ in batches) == size
+        for images, labels, indices in batches:
             assert images.dtype == np.uint8 and labels.dtype == np.int32 and images.shape[1:] == (16, 16, 3)
             seen_values += [int(round(image.mean())) for image in images]
             seen_labels += labels.tolist()
+            seen_indices += indices.tolist()
     assert seen_labels == [label for _, label, _ in val]
+    assert seen_indices == list(range(len(val)))          # each image's position in the whole split
     assert np.allclose(seen_values, [value for _, _, value in val], atol=2)
 
 
@@ -152,9 +168,9 @@ def test_eval_order_is_deterministic_with_workers(tree):
     for _ in range(2):                                       # two passes, same result
         got = list(flow)
         assert len(got) == len(expected) == 3
-        for (images, labels), (want_images, want_labels) in zip(got, expected):
-            np.testing.assert_array_equal(images, want_images)
-            np.testing.assert_array_equal(labels, want_labels)
+        for batch, want in zip(got, expected):
+            for part, want_part in zip(batch, want):
+                np.testing.assert_array_equal(part, want_part)
 
 
 def test_eval_dataflow_centre_crops_a_png(tmp_path):
@@ -162,7 +178,7 @@ def test_eval_dataflow_centre_crops_a_png(tmp_path):
     image = random_image(np.random.RandomState(3), 37, 50)
     write_image(os.path.join(root, "train", "only", "a.png"), image)
     write_image(os.path.join(root, "val", "only", "a.png"), image)
-    (images, labels), = batches_of(build_eval_dataflow(root, 8, 32, workers=0))
+    (images, labels, _), = batches_of(build_eval_dataflow(root, 8, 32, workers=0))
     np.testing.assert_array_equal(images[0], image[2:34, 9:41])
     assert labels.tolist() == [0]
 

@@ -7,7 +7,7 @@ from nets import BuildOptions
 from nets.denoise import DENOISE_OPS, denoising_block
 from nets.denoise.attention import dot_product_order
 from tests import reference_ops as ref
-from tests.tf_helpers import from_layout, nchw_runs_here, run_graph, to_layout
+from tests.tf_helpers import from_layout, run_graph, to_layout
 
 tf1 = tf.compat.v1
 

@@ -87,8 +87,8 @@ def test_a_toy_attack_is_used_by_main(tmp_path, data, capsys):
     flow = build_eval_dataflow(data, 4, image_size=16, workers=0)
     flow.reset_state()
     predictor = Predictor(spec_from_args(main.build_parser().parse_args(["--eval"] + arch)), BuildOptions(), weights)
-    labels = np.concatenate([batch[1] for batch in flow])
-    predictions = np.concatenate([predictor(255 - batch[0]).argmax(1) for batch in flow])
+    labels = np.concatenate([labels for _, labels, _ in flow])
+    predictions = np.concatenate([predictor(255 - images).argmax(1) for images, _, _ in flow])
     predictor.close()
     assert record["images"] == len(labels) == 9
     assert record["wrong_top1"] == int(np.sum(predictions != labels)) == record["hits"]
@@ -101,7 +101,7 @@ def test_a_toy_architecture_trains_and_evaluates_through_main(tmp_path, data, ca
     from nets.checkpoint import read_weights
     logdir = str(tmp_path / "run")
     run(PLUGIN + ["--train", "--data", data, "--arch", "ToyNet", "--logdir", logdir, "--epochs", 1, "--batch", 8,
-                  "--workers", 0, "--attack", "toy-invert", "--eval-schedule", "clean:1,toy-invert:1"], capsys)
+                  "--workers", 0, "--attack", "toy-invert", "--eval-schedule", "clean:1,toy-invert:1", "--eval-final", "clean"], capsys)
     variables = sorted(name for name in read_weights(logdir) if not name.startswith(("global_step", "learning_rate"))
                        and not name.endswith("Momentum"))
     assert variables == ["conv0/W", "conv0/bn/beta", "conv0/bn/gamma", "conv0/bn/mean/EMA", "conv0/bn/variance/EMA",

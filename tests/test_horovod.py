@@ -8,13 +8,10 @@ import sys
 import cv2
 import numpy as np
 import pytest
-import tensorflow as tf
 
-from nets import logits
-from nets.checkpoint import read_weights, save_npz
-from tests.horovod_train_check import CLASSES, SIZE, SPEC
+from nets.checkpoint import read_weights
+from tests.horovod_train_check import CLASSES, SIZE, write_initial_weights
 
-tf1 = tf.compat.v1
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOROVODRUN = os.path.join(os.path.dirname(sys.executable), "horovodrun")
 CHECK = os.path.join(ROOT, "tests", "horovod_train_check.py")
@@ -38,14 +35,7 @@ def run(command, two_ranks):
 def initial_weights(tmp_path_factory):
     """The model's own initialisation (random weights with BN gammas near zero would make a few
     steps chaotic enough to amplify float rounding, hiding what the test is about)."""
-    path = str(tmp_path_factory.mktemp("init") / "init.npz")
-    with tf.Graph().as_default():
-        tf1.set_random_seed(0)
-        logits(tf1.placeholder(tf.float32, [None, SIZE, SIZE, 3]), SPEC, training=False)
-        with tf1.Session() as session:
-            session.run(tf1.global_variables_initializer())
-            save_npz(session, path)
-    return path
+    return write_initial_weights(str(tmp_path_factory.mktemp("init") / "init.npz"))
 
 
 def trainable(weights):

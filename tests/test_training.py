@@ -3,32 +3,17 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 import time
 
-import cv2
-import numpy as np
 import pytest
 
 import main
 from config import PUBLISHED
 from engine import distributed
+from tests.cli import ARCH, main_py, write_split
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ARCH = ["--arch", "ResNetDenoise", "--blocks", "1,1,1,1", "--widths", "4,4,8,8", "--stem", "small",
-        "--stem-width", "8", "--num-classes", "4", "--image-size", "16"]
 pytestmark = pytest.mark.slow
-
-
-def write_split(root, split, per_class, seed):
-    rng = np.random.RandomState(seed)
-    for label in range(4):
-        folder = os.path.join(root, split, "class{}".format(label))
-        os.makedirs(folder, exist_ok=True)
-        for i in range(per_class):
-            image = np.full([20, 20, 3], 40 + 50 * label, np.uint8) + rng.randint(0, 30, [20, 20, 3]).astype(np.uint8)
-            cv2.imwrite(os.path.join(folder, "{}.jpg".format(i)), image)
 
 
 @pytest.fixture(scope="module")
@@ -39,18 +24,10 @@ def data(tmp_path_factory):
     return root
 
 
-def main_py(*args, wait=True):
-    command = [sys.executable, os.path.join(ROOT, "main.py")] + [str(a) for a in args]
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
-    if not wait:
-        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    return done.returncode, done.stdout + done.stderr
-
-
 def train_args(data, logdir, epochs, *extra):
     return ["--train", "--data", data, "--logdir", logdir, "--epochs", epochs, "--batch", 8, "--workers", 1,
-            "--attack-iter", 1, "--lr-decay-epochs", 2, "--eval-schedule", "0:1,1:2"] + ARCH + list(extra)
+            "--attack-iter", 1, "--lr-decay-epochs", 2, "--eval-schedule", "0:1,1:2", "--eval-final", "0,1"] + ARCH + \
+        list(extra)
 
 
 def stats(logdir):
@@ -148,7 +125,10 @@ def test_recipe_schedule_is_the_papers():
     assert PUBLISHED.evals_at(1) == ["clean", "pgd@10"]
     assert PUBLISHED.evals_at(20) == ["clean", "pgd@10", "pgd@50", "pgd@100"]
     assert PUBLISHED.evals_at(30) == ["clean", "pgd@10", "pgd@100"]
-    assert PUBLISHED.evals_at(110) == ["clean", "pgd@10", "pgd@50", "pgd@100"]
+    assert PUBLISHED.evals_at(105) == ["clean", "pgd@10"]
+    assert PUBLISHED.evals_at(106) == PUBLISHED.evals_at(109) == ["clean", "pgd@10", "pgd@100"]   # the last 5 epochs
+    # after the last epoch: the schedule and every length 10..100 (the original's final evaluation)
+    assert sorted(PUBLISHED.evals_at(110)) == sorted(["clean"] + ["pgd@{}".format(k) for k in range(10, 101, 10)])
 
 
 def test_attack_flags_reach_the_attack_and_the_execution():

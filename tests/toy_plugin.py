@@ -43,5 +43,5 @@ def toy_backbone(x, spec, options, training, outputs):
 def toy_net(depth):
     del depth
     return ArchSpec(blocks=(), widths=(), backbone="toy", stem="small", stem_width=8, denoise_op="toy_halve",
-                    denoise_placement="group", num_classes=4, image_size=16)
+                    denoise_placement="group", num_classes=3, image_size=16)
 

@@ -112,7 +112,7 @@ def train_flags(settings):
     return ["--epochs", epochs, "--batch", settings["batch"], "--workers", settings["workers"],
             "--attack-iter", settings["train_attack_iter"], "--attack-epsilon", settings["epsilon"],
             "--lr-per-256", 0.4, "--lr-decay-epochs", max(1, (epochs * 3) // 4 + 1), "--augment", "light",
-            "--eval-schedule", "0:{}".format(epochs)]
+            "--eval-schedule", "0:{}".format(epochs), "--eval-final", "clean"]
 
 
 def read_json(path):

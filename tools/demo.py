@@ -56,7 +56,8 @@ def train(args, data, name, attack_iter):
     run_main(["--train", "--data", data, "--logdir", logdir, "--epochs", args.epochs, "--batch", args.batch,
               "--workers", args.workers, "--attack-iter", attack_iter, "--attack-epsilon", args.epsilon,
               "--lr-per-256", 0.4, "--lr-decay-epochs", "{},{}".format(last_epoch - 2, last_epoch + 1),
-              "--eval-schedule", "0:4"] + DEMO_ARCH + DEMO_AUGMENTATION + resume, os.path.join(args.out, name + "-train.log"))
+              "--eval-schedule", "0:4", "--eval-final", "clean"] + DEMO_ARCH + DEMO_AUGMENTATION + resume,
+             os.path.join(args.out, name + "-train.log"))
     return logdir
 
 

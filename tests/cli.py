@@ -1,0 +1,53 @@
+"""Running main.py the way a user does, on small generated data (no test functions here)."""
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HOROVODRUN = os.path.join(os.path.dirname(sys.executable), "horovodrun")
+CLASSES = 4
+ARCH = ["--arch", "ResNetDenoise", "--blocks", "1,1,1,1", "--widths", "4,4,8,8", "--stem", "small",
+        "--stem-width", "8", "--num-classes", CLASSES, "--image-size", "16"]
+
+
+def write_split(root, split, per_class, seed, classes=CLASSES, extension="jpg"):
+    """ROOT/split/class<k>/<i>.<extension>: 20x20 images whose grey level tells the class."""
+    rng = np.random.RandomState(seed)
+    for label in range(classes):
+        folder = os.path.join(root, split, "class{}".format(label))
+        os.makedirs(folder, exist_ok=True)
+        for i in range(per_class):
+            image = np.full([20, 20, 3], 40 + 50 * label % 200, np.uint8) + rng.randint(0, 30, [20, 20, 3]).astype(
+                np.uint8)
+            assert cv2.imwrite(os.path.join(folder, "{}.{}".format(i, extension)), image)
+    return root
+
+
+def command(args, ranks=1):
+    """`python main.py ARGS`, under `horovodrun -np RANKS` when ranks > 1."""
+    line = [sys.executable, os.path.join(ROOT, "main.py")] + [str(a) for a in args]
+    return [HOROVODRUN, "-np", str(ranks), "-H", "localhost:{}".format(ranks), "--gloo"] + line if ranks > 1 else line
+
+
+def environment():
+    return dict(os.environ, CUDA_VISIBLE_DEVICES="", PYTHONPATH=ROOT)
+
+
+def main_py(*args, ranks=1, wait=True, timeout=600):
+    """(exit code, stdout + stderr) of main.py; with wait=False the running Popen."""
+    if not wait:
+        return subprocess.Popen(command(args, ranks), cwd=ROOT, env=environment(), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+    done = subprocess.run(command(args, ranks), cwd=ROOT, env=environment(), capture_output=True, text=True,
+                          timeout=timeout)
+    return done.returncode, done.stdout + done.stderr
+
+
+def main_py_stderr(*args, ranks=1, timeout=600):
+    """(exit code, stdout, stderr) of main.py, kept apart."""
+    done = subprocess.run(command(args, ranks), cwd=ROOT, env=environment(), capture_output=True, text=True,
+                          timeout=timeout)
+    return done.returncode, done.stdout, done.stderr

@@ -1,0 +1,153 @@
+"""What a distributed run guarantees (README, "Distribution"): the same number of steps on
+every rank, the same evaluation numbers at any batch size and rank count, a failure or a lost
+rank ends the whole job with a non-zero exit, and --resume continues it; also across two
+network namespaces on this machine, one rank in each."""
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import psutil
+import pytest
+
+from tests import multihost
+from tests.cli import ARCH, HOROVODRUN, ROOT, main_py, write_split
+
+pytestmark = [pytest.mark.horovod, pytest.mark.slow, pytest.mark.skipif(
+    importlib.util.find_spec("horovod") is None or not os.path.exists(HOROVODRUN),
+    reason="horovod is not installed (bash scripts/setup.sh builds it)")]
+QUICK = ["--workers", 0, "--attack-iter", 1, "--eval-schedule", "0:1", "--eval-final", "0"] + ARCH
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """47 training images: 3 ranks get shards of 15, 16 and 16, that is 1, 2 and 2 batches of 8."""
+    root = str(tmp_path_factory.mktemp("data"))
+    write_split(root, "train", 12, seed=0)
+    os.remove(os.path.join(root, "train", "class3", "11.jpg"))
+    write_split(root, "val", 10, seed=1)
+    return root
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    from tests.test_reliability import save_random_weights
+    path = str(tmp_path_factory.mktemp("w") / "w.npz")
+    save_random_weights(path)
+    return path
+
+
+def test_ranks_with_uneven_shards_take_the_same_steps(tmp_path, data):
+    """floor(47 / (3 x 8)) = 1 step per epoch on every rank (each rank's own shard would give 1, 2, 2)."""
+    code, out = main_py("--train", "--data", data, "--logdir", tmp_path / "run", "--epochs", 2, "--batch", 8,
+                        *QUICK, ranks=3, timeout=600)
+    assert code == 0, out[-3000:]
+    assert out.count("1 steps per epoch") >= 1 and os.path.exists(os.path.join(tmp_path, "run", "model-2.index"))
+
+
+def eval_counts(data, weights, tmp_path, name, batch, ranks):
+    result = str(tmp_path / (name + ".json"))
+    code, out = main_py("--eval", "--data", data, "--load", weights, "--attack-iter", 2, "--attack-seed", 0,
+                        "--attack-epsilon", 8, "--batch", batch, "--workers", 0, "--result-file", result, *ARCH,
+                        ranks=ranks)
+    assert code == 0, out[-3000:]
+    with open(result) as f:
+        record = json.load(f)
+    return {key: record[key] for key in ("images", "wrong_top1", "wrong_top5", "hits")}
+
+
+def test_evaluation_gives_the_same_counts_at_any_batch_size_and_rank_count(tmp_path, data, weights):
+    """Targeted PGD with random targets and starts: each image's draws depend on the seed and
+    its index only, so one batch of 40, batches of 7 and 3 ranks count the same."""
+    whole = eval_counts(data, weights, tmp_path, "whole", 40, 1)
+    assert whole["images"] == 40 and 0 < whole["hits"] < 40
+    assert eval_counts(data, weights, tmp_path, "sevens", 7, 1) == whole
+    assert eval_counts(data, weights, tmp_path, "ranks", 7, 3) == whole
+
+
+def test_a_failure_on_every_rank_ends_the_job_non_zero(tmp_path, data):
+    import shutil
+    root = str(tmp_path / "data")
+    shutil.copytree(data, root)
+    for folder, _, names in os.walk(os.path.join(root, "train")):
+        for name in names:
+            open(os.path.join(folder, name), "wb").write(b"not an image")
+    code, out = main_py("--train", "--data", root, "--logdir", tmp_path / "run", "--epochs", 1, "--batch", 8,
+                        *QUICK, ranks=2, timeout=600)
+    assert code != 0 and "could not be read" in out
+
+
+def python_ranks(horovodrun):
+    """The main.py processes under a horovodrun process."""
+    return [p for p in psutil.Process(horovodrun.pid).children(recursive=True)
+            if any(part.endswith("main.py") for part in p.cmdline())]
+
+
+def test_a_lost_rank_ends_the_job_and_resume_continues(tmp_path, data):
+    logdir = str(tmp_path / "run")
+    args = ["--train", "--data", data, "--logdir", logdir, "--epochs", 200, "--batch", 8, *QUICK]
+    job = main_py(*args, ranks=2, wait=False)
+    deadline = time.time() + 300
+    while not os.path.exists(os.path.join(logdir, "checkpoint")):
+        assert job.poll() is None and time.time() < deadline, "the job ended before its first checkpoint"
+        time.sleep(0.2)
+    ranks = python_ranks(job)
+    assert len(ranks) == 2
+    ranks[-1].send_signal(signal.SIGKILL)
+    killed = time.time()
+    try:
+        code = job.wait(timeout=60)
+    finally:
+        job.kill()
+    assert code != 0 and time.time() - killed < 60
+    saved = json.load(open(os.path.join(logdir, "stats.json")))[-1]["epoch_num"]
+    assert saved < 200
+    code, out = main_py(*(args[:6] + [saved + 2] + args[7:] + ["--resume"]), ranks=2, timeout=600)
+    assert code == 0, out[-3000:]
+    epochs = [r["epoch_num"] for r in json.load(open(os.path.join(logdir, "stats.json")))]
+    assert epochs == list(range(1, saved + 3))
+
+
+# ---------------------------------------------------------------- two hosts: network namespaces
+
+NETNS = multihost.netns_unavailable_reason()
+
+
+@pytest.mark.skipif(NETNS is not None, reason="network namespaces: {}".format(NETNS))
+def test_two_hosts_in_network_namespaces_train_and_evaluate_like_one_process(tmp_path, data, weights):
+    """One rank in each of two namespaces joined by a veth pair, Horovod over Gloo/TCP on the
+    pair's addresses: two epochs of training give the weights of one process (BN statistics
+    per rank, as --bn-group-size gives in one process), and evaluation counts equal one process'."""
+    from nets.checkpoint import read_weights
+    from tests.horovod_train_check import write_initial_weights
+    init = write_initial_weights(str(tmp_path / "init.npz"))
+    check = [sys.executable, os.path.join(ROOT, "tests", "horovod_train_check.py"), "--init", init, "--epochs", 2]
+    with multihost.two_hosts() as hosts:
+        results = multihost.run_ranks(hosts, [str(a) for a in check + ["--out", tmp_path / "hosts"]], cwd=ROOT)
+        assert [code for code, _ in results] == [0, 0], results[0][1][-2000:] + results[1][1][-2000:]
+        result = str(tmp_path / "hosts.json")
+        evaluation = [sys.executable, os.path.join(ROOT, "main.py"), "--eval", "--data", data, "--load", weights,
+                      "--attack-iter", 1, "--attack-seed", 0, "--batch", 7, "--workers", 0, "--result-file",
+                      result] + ARCH
+        results = multihost.run_ranks(hosts, [str(a) for a in evaluation], cwd=ROOT)
+        assert [code for code, _ in results] == [0, 0], results[0][1][-2000:]
+    subprocess.run([str(a) for a in check + ["--out", tmp_path / "one", "--ranks", 2]], cwd=ROOT, check=True,
+                   env=dict(os.environ, PYTHONPATH=ROOT), timeout=600, capture_output=True)
+    rank0, rank1, one = (read_weights(str(tmp_path / d / "rank{}.npz".format(r)))
+                         for d, r in (("hosts", 0), ("hosts", 1), ("one", 0)))
+    moved = max(np.abs(one[k] - read_weights(init)[k]).max() for k in one if "EMA" not in k)
+    assert moved > 1e-3
+    for name in one:
+        if "EMA" not in name:
+            np.testing.assert_array_equal(rank0[name], rank1[name], err_msg=name)
+            np.testing.assert_allclose(rank0[name], one[name], rtol=1e-4, atol=1e-5, err_msg=name)
+    code, out = main_py("--eval", "--data", data, "--load", weights, "--attack-iter", 1, "--attack-seed", 0,
+                        "--batch", 7, "--workers", 0, "--result-file", tmp_path / "one.json", *ARCH)
+    assert code == 0, out[-2000:]
+    keys = ("images", "wrong_top1", "wrong_top5", "hits")
+    hosts_record, one_record = (json.load(open(tmp_path / n)) for n in ("hosts.json", "one.json"))
+    assert {k: hosts_record[k] for k in keys} == {k: one_record[k] for k in keys}

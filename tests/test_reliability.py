@@ -1,0 +1,261 @@
+"""No silent failure, no wrong labels, nothing lost: each cause of the reliability issue, one
+process (the distributed ones are in tests/test_distributed.py)."""
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+import main
+from tests.cli import ARCH, ROOT, main_py, main_py_stderr, write_split
+from tests.data_tree import free_tcp_address
+
+pytestmark = pytest.mark.slow
+QUICK = ["--batch", 8, "--workers", 1, "--attack-iter", 1, "--eval-schedule", "0:1", "--eval-final", "0"] + ARCH
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("data"))
+    write_split(root, "train", 10, seed=0)      # 40 images: 5 steps of 8
+    write_split(root, "val", 3, seed=1)
+    return root
+
+
+def copy_tree(source, target):
+    import shutil
+    shutil.copytree(source, target)
+    return str(target)
+
+
+def train(data, logdir, epochs=1, *extra, **kw):
+    return main_py_stderr("--train", "--data", data, "--logdir", logdir, "--epochs", epochs, *QUICK, *extra, **kw)
+
+
+def stats(logdir):
+    with open(os.path.join(logdir, "stats.json")) as f:
+        return json.load(f)
+
+
+# ---------------------------------------------------------------- 1. a failed run never exits 0
+
+def test_unreadable_training_images_fail_the_run(tmp_path, data):
+    root = copy_tree(data, tmp_path / "data")
+    for folder, _, names in os.walk(os.path.join(root, "train")):
+        for name in names:
+            open(os.path.join(folder, name), "wb").write(b"not an image")
+    code, _, err = train(root, str(tmp_path / "run"))
+    assert code != 0
+    assert "training stopped at step 0 of 5" in err and "could not be read" in err
+
+
+def push_forever(address, frames, stop):
+    context = zmq.Context()
+    socket = context.socket(zmq.PUSH)
+    socket.bind(address)
+    while not stop.is_set():
+        try:
+            socket.send_multipart(frames, flags=zmq.NOBLOCK)
+        except zmq.Again:           # no receiver, or its queue is full
+            time.sleep(0.01)
+    socket.close(linger=0)
+    context.term()
+
+
+@pytest.mark.parametrize("frames,message", [
+    ([b"garbage"], "malformed batch message from"),
+    (None, "the model takes uint8 images of [16, 16, 3]"),          # 32 px batches for a 16 px model
+    ("labels", "has label 9 but the model has 4 classes"),
+])
+def test_bad_batches_from_a_data_server_fail_the_run(tmp_path, data, frames, message):
+    from data.transport import encode_batch
+    if frames is None:
+        frames = encode_batch([np.zeros([8, 32, 32, 3], np.uint8), np.zeros([8], np.int32)])
+    elif frames == "labels":
+        frames = encode_batch([np.zeros([8, 16, 16, 3], np.uint8), np.full([8], 9, np.int32)])
+    frames = [f if isinstance(f, bytes) else f.tobytes() for f in frames]
+    address, stop = free_tcp_address(), threading.Event()
+    server = threading.Thread(target=push_forever, args=(address, frames, stop))
+    server.start()
+    try:
+        code, _, err = train(data, str(tmp_path / "run"), 1, "--data-server", address)
+    finally:
+        stop.set()
+        server.join()
+    assert code != 0 and message in err, err[-3000:]
+
+
+# ---------------------------------------------------------------- 3. labels match the model
+
+def test_an_empty_class_folder_is_refused_by_evaluation_too(tmp_path, data):
+    root = copy_tree(data, tmp_path / "data")
+    os.makedirs(os.path.join(root, "train", "aaa_empty"))
+    weights = str(tmp_path / "w.npz")
+    save_random_weights(weights)
+    code, _, err = main_py_stderr("--eval", "--data", root, "--load", weights, "--workers", 0, "--attack-iter", 0,
+                                  *ARCH)
+    assert code == 2 and "empty class folder: aaa_empty in {}".format(os.path.join(root, "train")) in err
+
+
+def save_random_weights(path, classes=4):
+    from engine.flags import spec_from_args
+    from engine.predictor import Predictor
+    from nets import BuildOptions
+    from nets.checkpoint import save_npz
+    args = main.build_parser().parse_args(["--eval"] + [str(a) for a in ARCH[:-4]] +
+                                          ["--num-classes", str(classes), "--image-size", "16"])
+    predictor = Predictor(spec_from_args(args), BuildOptions())
+    with predictor.graph.as_default():
+        save_npz(predictor.session, path)
+    predictor.close()
+
+
+@pytest.mark.parametrize("mode", ["--train", "--eval"])
+def test_more_class_folders_than_classes_is_refused(tmp_path, mode):
+    root = str(tmp_path / "data")
+    write_split(root, "train", 2, seed=0, classes=5)
+    write_split(root, "val", 1, seed=1, classes=5)
+    weights = str(tmp_path / "w.npz")
+    save_random_weights(weights)
+    extra = ["--logdir", str(tmp_path / "run")] if mode == "--train" else ["--load", weights]
+    code, _, err = main_py_stderr(mode, "--data", root, *extra, *QUICK)
+    assert code == 2 and "has 5 class folders but the model has 4 classes (--num-classes 4)" in err
+
+
+def test_one_class_is_not_a_classifier(capsys):
+    assert main.main(["--train", "--data", "/tmp", "--num-classes", "1"]) == 2
+    assert "at least 2 classes, got --num-classes 1" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- 4. bad checkpoints
+
+@pytest.mark.parametrize("content,message", [
+    ("truncated", "cannot read weights file {path}: it is truncated or not a .npz of arrays (BadZipFile"),
+    ("text", "cannot read weights file {path}: it is truncated or not a .npz of arrays"),
+])
+def test_a_bad_npz_names_the_file(tmp_path, data, content, message, capsys):
+    path = str(tmp_path / "w.npz")
+    save_random_weights(path)
+    if content == "truncated":
+        blob = open(path, "rb").read()
+        open(path, "wb").write(blob[:len(blob) // 2])
+    else:
+        open(path, "w").write("hello")
+    assert main.main(["--eval", "--data", data, "--load", path, "--workers", "0"] + [str(a) for a in ARCH]) == 2
+    assert message.format(path=path) in capsys.readouterr().err
+
+
+def test_a_text_file_as_checkpoint_names_the_file(tmp_path, data, capsys):
+    path = str(tmp_path / "model-5")
+    open(path + ".index", "w").write("not a checkpoint index")
+    open(path + ".data-00000-of-00001", "w").write("nor data")
+    assert main.main(["--eval", "--data", data, "--load", path, "--workers", "0"] + [str(a) for a in ARCH]) == 2
+    assert "cannot read checkpoint {}: it is truncated or corrupt".format(path) in capsys.readouterr().err
+
+
+def test_resume_skips_a_truncated_checkpoint_and_keeps_the_history(tmp_path, data):
+    logdir = str(tmp_path / "run")
+    code, _, err = train(data, logdir, 2)
+    assert code == 0, err[-3000:]
+    latest = os.path.join(logdir, "model-10.data-00000-of-00001")
+    blob = open(latest, "rb").read()
+    open(latest, "wb").write(blob[:len(blob) // 3])
+    code, out, err = train(data, logdir, 3, "--resume")
+    assert code == 0, err[-3000:]
+    assert "skipping checkpoint {}".format(os.path.join(logdir, "model-10")) in out + err
+    assert "resuming from {} at epoch 2".format(os.path.join(logdir, "model-5")) in out + err
+    assert [r["epoch_num"] for r in stats(logdir)] == [1, 2, 3]          # epoch 2 trained again, recorded once
+    assert not [n for n in os.listdir(logdir) if n.startswith("stats.json.")]      # nothing moved aside
+
+
+# ---------------------------------------------------------------- 5. resuming keeps the history whole
+
+def test_resume_drops_records_of_epochs_it_trains_again_and_refuses_another_batch(tmp_path, data):
+    logdir = str(tmp_path / "run")
+    code, _, err = train(data, logdir, 2)
+    assert code == 0, err[-3000:]
+    records = stats(logdir)
+    # a kill after epoch 3's record, before its checkpoint: the record exists, the checkpoint does not
+    with open(os.path.join(logdir, "stats.json"), "w") as f:
+        json.dump(records + [dict(records[-1], epoch_num=3, global_step=15)], f)
+    code, _, err = train(data, logdir, 3, "--resume")
+    assert code == 0, err[-3000:]
+    assert [r["epoch_num"] for r in stats(logdir)] == [1, 2, 3]
+    assert stats(logdir)[2]["global_step"] == 15 and "val-clean/top1_error" in stats(logdir)[2]
+    code, _, err = main_py_stderr("--train", "--data", data, "--logdir", logdir, "--epochs", 4, "--resume",
+                                  *QUICK[2:], "--batch", 4)
+    assert code == 2 and "was trained with 1 ranks x 8 images (total batch 8), 5 steps per epoch" in err
+
+
+# ---------------------------------------------------------------- 7. validation images are checked at the start
+
+def test_a_corrupt_validation_image_fails_training_before_the_first_step(tmp_path, data):
+    root = copy_tree(data, tmp_path / "data")
+    bad = os.path.join(root, "val", "class2", "1.jpg")
+    open(bad, "wb").write(b"\xff\xd8 broken")
+    started = time.time()
+    code, _, err = train(root, str(tmp_path / "run"), 50)
+    assert code == 2 and "1 unreadable val image: {} (".format(bad) in err
+    assert time.time() - started < 120 and not os.path.exists(os.path.join(tmp_path, "run", "checkpoint"))
+
+
+# ---------------------------------------------------------------- 8. bad numbers and other image formats
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1"])
+def test_a_nonsense_epsilon_is_refused(value, capsys):
+    assert main.main(["--eval", "--data", "/tmp", "--load", "w.npz", "--attack-epsilon", value]) == 2
+    assert "attack epsilon must be a positive finite number" in capsys.readouterr().err
+
+
+def test_eval_reads_every_format_that_the_black_box_mode_reads(tmp_path):
+    root = str(tmp_path / "data")
+    write_split(root, "train", 1, seed=0)
+    for extension in ("tif", "webp", "png"):
+        write_split(root, "val", 1, seed=1, extension=extension)
+    weights = str(tmp_path / "w.npz")
+    save_random_weights(weights)
+    result = str(tmp_path / "r.json")
+    code, out = main_py("--eval", "--data", root, "--load", weights, "--attack-iter", 0, "--workers", 0,
+                        "--result-file", result, *ARCH)
+    assert code == 0, out[-3000:]
+    assert json.load(open(result))["images"] == 3 * 4
+
+
+# ---------------------------------------------------------------- 9-10. evaluation during and after training
+
+def test_training_evaluates_in_float32_and_writes_the_robustness_curve(tmp_path, data):
+    """The training attack runs on bfloat16 with folded BN; the in-training PGD-2 evaluation of
+    the last epoch equals a standalone float32 --eval of the same checkpoint, image by image
+    seeded alike; the final evaluations are written as a curve."""
+    logdir = str(tmp_path / "run")
+    code, _, err = train(data, logdir, 1, "--attack-dtype", "bfloat16", "--attack-fold-bn", "--attack-seed", 3,
+                         "--eval-schedule", "2:1", "--eval-final", "0,2,1")
+    assert code == 0, err[-3000:]
+    record = stats(logdir)[-1]
+    result = str(tmp_path / "eval.json")
+    code, out = main_py("--eval", "--data", data, "--load", logdir, "--attack-iter", 2, "--attack-seed", 3,
+                        "--batch", 5, "--workers", 0, "--result-file", result, *ARCH)
+    assert code == 0, out[-3000:]
+    standalone = json.load(open(result))
+    assert record["val-pgd2/top1_error"] == pytest.approx(standalone["top1_error"])
+    assert record["val-pgd2/attack_success_rate"] == pytest.approx(standalone["attack_success_rate"])
+    curve = json.load(open(os.path.join(logdir, "robustness_curve.json")))
+    assert [p["attack"] for p in curve["points"]] == ["PGD-2", "clean", "PGD-1"] and curve["epoch"] == 1
+    assert curve["points"][0]["top1_error"] == pytest.approx(standalone["top1_error"])
+
+
+# ---------------------------------------------------------------- a hang ends the process
+
+def test_the_watchdog_ends_a_process_that_makes_no_progress():
+    script = "from engine import watchdog; import time; watchdog.start(1.0); time.sleep(30)"
+    started = time.time()
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, PYTHONPATH=ROOT))
+    assert done.returncode == 3 and time.time() - started < 20
+    assert re.search(r"training made no progress for \d s", done.stderr) and "Thread" in done.stderr
