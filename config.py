@@ -87,3 +87,10 @@ class Defaults:
 
 
 DEFAULTS = Defaults()
+
+# Named evaluation protocols (`main.py --eval --preset NAME`): the flags each one sets where the
+# command line does not. RobustBench's ImageNet L-inf leaderboard: untargeted AutoAttack at
+# epsilon 4/255 (4 on the 0..255 scale) on a fixed 5000-image subset of val, clean accuracy beside.
+PRESETS = {
+    "robustbench-imagenet": dict(attack="autoattack", attack_epsilon=4.0, eval_images=5000),
+}

@@ -28,8 +28,8 @@ def import_plugins(argv):
 
 
 def build_parser():
-    from config import DEFAULTS, PUBLISHED
-    from engine.flags import RECIPE_FLAGS, add_attack_arguments, add_model_arguments
+    from config import DEFAULTS, PRESETS, PUBLISHED
+    from engine.flags import RECIPE_FLAGS, add_attack_arguments, add_model_arguments, preset_flags
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--train", action="store_true", help="adversarial training (Horovod under horovodrun)")
@@ -57,6 +57,15 @@ def build_parser():
                                "and exits with code 3, so a stuck job ends (0: never; default %(default)g)")
     evaluation = parser.add_argument_group("evaluation")
     evaluation.add_argument("--result-file", help="write the metrics and settings as JSON")
+    evaluation.add_argument("--preset", choices=sorted(PRESETS),
+                            help="a named protocol: sets its flags where not given ({})".format(
+                                "; ".join("{}: {}".format(name, preset_flags(name)) for name in sorted(PRESETS))))
+    evaluation.add_argument("--eval-images", type=int, metavar="N",
+                            help="evaluate a fixed subset of N validation images, drawn with --eval-subset-seed")
+    evaluation.add_argument("--eval-subset-seed", type=int, default=0, help="seed of --eval-images (default 0)")
+    evaluation.add_argument("--eval-list", metavar="FILE",
+                            help="evaluate only the validation images FILE lists (one path relative to val/ per "
+                                 "line, e.g. RobustBench's ImageNet subset)")
     blackbox = parser.add_argument_group("black-box mode")
     blackbox.add_argument("--prediction-file", default="predictions.txt")
     blackbox.add_argument("--logits-file", help="also write the logits, float32 [images, classes] (.npy)")
@@ -93,43 +102,53 @@ def run_eval(args, parser):
     if not args.data:
         parser.error("--eval needs --data (the root holding val/)")
     from engine.distributed import init_world
-    from engine.evaluate import point_record, print_result, print_table, result_record, write_json
-    from engine.flags import eval_attacks_from_args, spec_from_args
-    from data import model_classes
+    from engine.evaluate import (point_record, print_result, print_stages, print_table, result_record,
+                                 write_json)
+    from engine.flags import eval_attacks_from_args, preset_flags, spec_from_args
+    from data import evaluation_subset, list_images, model_classes
     world = init_world()
+    if args.preset and world.is_chief:
+        print("preset {}: {}".format(args.preset, preset_flags(args.preset)), flush=True)
     spec = spec_from_args(args)
     attacks = eval_attacks_from_args(args)
     classes = model_classes(args.data, spec.num_classes)
+    subset = evaluation_subset(list_images(args.data, "val", classes), os.path.join(args.data, "val"),
+                               args.eval_images, args.eval_subset_seed, args.eval_list)
     points = []
     for attack in attacks:
         if world.is_chief and len(attacks) > 1:
             print("== {} ==".format(attack.label), flush=True)
         start = time.time()
-        counts = evaluate_attack(args, spec, world, attack, classes)
+        counts, stages = evaluate_attack(args, spec, world, attack, classes, subset)
         if world.is_chief:
+            if stages:
+                print_stages(stages)
             print_result(counts)
-        points.append(point_record(counts, attack, time.time() - start))
+        points.append(point_record(counts, attack, time.time() - start, stages))
     if not world.is_chief:
         return
     if len(points) > 1:
         print_table(points)
     if args.result_file:
-        model = dict(arch=args.arch, depth=args.depth, load=args.load, spec=dataclasses.asdict(spec))
+        images = "all of val" if subset is None else dict(
+            subset_size=len(subset), subset_seed=None if args.eval_list else args.eval_subset_seed, list=args.eval_list)
+        model = dict(arch=args.arch, depth=args.depth, load=args.load, spec=dataclasses.asdict(spec),
+                     preset=args.preset, images=images)
         write_json(result_record(points, model), args.result_file)
         print("wrote {}".format(args.result_file))
 
 
-def evaluate_attack(args, spec, world, attack, classes):
-    """Counts of one pass over this rank's validation shard (summed over ranks) under `attack`;
-    a fresh dataflow and predictor, so passes do not share state. Each image's random draws
-    depend only on the seed and its index in val/, so the counts are the same at any batch
-    size and rank count."""
+def evaluate_attack(args, spec, world, attack, classes, subset):
+    """(Counts, stage records) of one pass over this rank's validation shard, summed over
+    ranks, under `attack`; a fresh dataflow and predictor, so passes do not share state. Each
+    image's random draws depend only on the seed and its index in val/, so the counts are the
+    same at any batch size and rank count."""
     from data import build_eval_dataflow
     from engine.evaluate import evaluate
     from engine.flags import build_options_from_args, execution_from_args
     from engine.predictor import Predictor
     dataflow = build_eval_dataflow(args.data, args.batch, image_size=spec.image_size, workers=args.workers,
-                                   shard_index=world.rank, num_shards=world.size, classes=classes)
+                                   shard_index=world.rank, num_shards=world.size, classes=classes, subset=subset)
     predictor = Predictor(spec, build_options_from_args(args), args.load, args.ignore_mismatch, attack=attack,
                           gpu_index=world.local_rank, execution=execution_from_args(args))
     if predictor.load_message:
@@ -159,14 +178,26 @@ def run_eval_directory(args, parser):
         len(names), args.prediction_file, " and logits to " + args.logits_file if args.logits_file else ""))
 
 
+def check_eval_subset(args, parser):
+    if args.eval_images is not None and args.eval_images < 1:
+        parser.error("--eval-images must be at least 1, got {}".format(args.eval_images))
+    if args.eval_images is not None and args.eval_list:
+        parser.error("give --eval-images or --eval-list, not both")
+    if args.eval_list and args.preset:      # the list replaces the preset's drawn subset
+        args.eval_images = 0
+
+
 def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     argv = sys.argv[1:] if argv is None else list(argv)
     from data.errors import DataError
+    from engine.flags import apply_preset
     try:
         import_plugins(argv)
         parser = build_parser()
         args = parser.parse_args(argv)
+        check_eval_subset(args, parser)
+        apply_preset(args)
         if args.train:
             run_train(args, parser)
         elif args.eval:

@@ -1,6 +1,6 @@
 """Attacks: (images, labels, Model) -> adversarial images and outcomes. Nothing here knows
 which network it attacks. Importing the package registers every attack module below."""
-from . import pgd  # noqa: F401  (registration)
+from . import apgd, autoattack, pgd, square  # noqa: F401  (registration)
 from .base import (ATTACKS, Attack, AttackResult, Model, build_attack, canonical_attack, monitor_key, outcome,
                    parse_attack, register_attack, setting_names)
 from .losses import LOSSES, attack_loss

@@ -54,9 +54,17 @@ class AttackResult(NamedTuple):
 
 def outcome(logits, label, target):
     """(correct top-1, correct top-5, prediction == target) per image, as booleans."""
+    logits = tf.cast(logits, tf.float32)
     prediction = tf.argmax(logits, axis=1, output_type=tf.int32)
     correct_top5 = tf.nn.in_top_k(predictions=logits, targets=label, k=min(5, int(logits.shape[-1])))
     return tf.equal(prediction, label), correct_top5, tf.equal(prediction, target)
+
+
+def unless_empty(count, run, empty):
+    """`run()` when `count` (images to attack) is positive, else `empty()`. A run on "the images
+    still robust" meets an empty batch once every image is broken, and TensorFlow's CPU
+    convolutions fail on a batch of zero images."""
+    return tf.cond(count > 0, run, empty)
 
 
 class Attack:
@@ -79,6 +87,12 @@ class Attack:
         """(adversarial image, target) for training: a constant for the weight update."""
         result = self.attack(image, label, model, index)
         return tf.stop_gradient(result.adversarial), result.target
+
+    def components(self):
+        """The attacks this one runs in order, each only on the images every earlier one left
+        correctly classified (AutoAttack's protocol); an evaluation reports each one. A single
+        attack is its own only component."""
+        return [self]
 
 
 def register_attack(name):

@@ -29,7 +29,8 @@ def _picked(logits, classes):
 
 def margin(logits, label):
     """z_y - max_{j != y} z_j: positive while the image is classified correctly."""
-    others = tf.where(tf.one_hot(label, tf.shape(logits)[1]) > 0, tf.fill(tf.shape(logits), -1e30), logits)
+    others = tf.where(tf.one_hot(label, tf.shape(logits)[1]) > 0,
+                      tf.fill(tf.shape(logits), tf.constant(-1e30, logits.dtype)), logits)
     return _picked(logits, label) - tf.reduce_max(others, axis=1)
 
 

@@ -131,6 +131,7 @@ class PGD(Attack):
         for restart in range(self.restarts):
             adv = self._run(image, label, target, model, self._start(image, restart, index, seed))
             correct_top1, correct_top5, hit = outcome(model.logits(adv), label, target)
+            hit = hit if self.targeted else ~correct_top1      # untargeted: a success is a wrong prediction
             if best is None:
                 best = AttackResult(adv, target, correct_top1, correct_top5, hit)
                 continue

@@ -16,8 +16,11 @@ Image files are recognised by extension, case-insensitively (IMAGE_EXTENSIONS); 
 and hidden entries are ignored. Nothing here decodes an image or talks to the network
 (Tensorpack's own ILSVRC12 reader fetches metadata from the internet; it is never used).
 """
+import collections
 import logging
 import os
+
+import numpy as np
 
 from .errors import DataError
 
@@ -225,3 +228,39 @@ def shard(items, index, count):
     once (the remainder included: the original code dropped it) and differ in size by <= 1."""
     start, end = shard_bounds(len(items), index, count)
     return list(items[start:end])
+
+
+def evaluation_subset(items, split_folder, count=None, seed=0, list_file=None):
+    """Sorted positions in `items` ([(path, label)] of one split) of a fixed subset: the
+    images a file lists (one path per line, relative to `split_folder`, optionally followed by
+    more fields, e.g. a label, which are ignored), or `count` images drawn with `seed`
+    (RobustBench evaluates ImageNet on a fixed subset of val). None: every image."""
+    if list_file is not None:
+        return listed_positions(items, split_folder, list_file)
+    if not count:
+        return None
+    if count > len(items):
+        raise DataError("--eval-images {} asks for more images than {} holds ({})".format(
+            count, split_folder, len(items)))
+    return sorted(int(i) for i in np.random.RandomState(seed).choice(len(items), count, replace=False))
+
+
+def listed_positions(items, split_folder, list_file):
+    try:
+        with open(list_file) as f:
+            names = [line.split()[0] for line in f if line.strip()]
+    except OSError as error:
+        raise DataError("cannot read the evaluation list {}: {}".format(list_file, error.strerror)) from None
+    position = {os.path.relpath(path, split_folder): k for k, (path, _) in enumerate(items)}
+    prefix = os.path.basename(os.path.normpath(split_folder)) + "/"
+    names = [name[len(prefix):] if name.startswith(prefix) else name for name in names]
+    unknown = [name for name in names if name not in position]
+    if unknown:
+        raise DataError("{} of the {} images in {} are not in {}, e.g. {}; paths are relative to that folder".format(
+            len(unknown), len(names), list_file, split_folder, ", ".join(unknown[:3])))
+    if not names:
+        raise DataError("{} lists no image".format(list_file))
+    twice = [name for name, n in collections.Counter(names).items() if n > 1]
+    if twice:
+        raise DataError("{} lists {} more than once".format(list_file, ", ".join(twice[:3])))
+    return sorted(position[name] for name in names)

@@ -96,30 +96,37 @@ def build_train_dataflow(root, batch_size, image_size=224, workers=None, rank=0,
 
 
 def build_eval_dataflow(root, batch_size, image_size=224, workers=None, shard_index=0, num_shards=1,
-                        buffer_size=200, split="val", classes=None):
+                        buffer_size=200, split="val", classes=None, subset=None):
     """Evaluation batches [images, labels, indices] of shard `shard_index` of `num_shards` of
-    ROOT/split (default val); an index is the image's position in the whole split.
+    ROOT/split (default val), or of its images at the sorted positions `subset`
+    (imagenet.evaluation_subset); an index is the image's position in the whole split.
 
     One pass yields every image of the shard exactly once, in the fixed order of
     `imagenet.list_images`; the last batch may be smaller (nothing is dropped), so
     len() = ceil(shard_size / batch_size). The shards of 0..num_shards-1 are disjoint and
     cover the whole split. Decoding uses threads (Tensorpack's MultiThreadMapData): no fork
     under MPI, and Tensorpack's strict multiprocess map was seen to hang in a process that had
-    run other flows before; the output order is restored after the threads. An unreadable image raises DataError naming it.
+    run other flows before; the output order is restored after the threads. An unreadable
+    image raises DataError naming it.
     """
     check_positive("batch_size", batch_size)
     check_positive("image_size", image_size)
     workers = DEFAULTS.workers() if workers is None else workers
     everything = imagenet.list_images(root, split, classes)
-    start, end = imagenet.shard_bounds(len(everything), shard_index, num_shards)
-    items = everything[start:end]
+    positions = range(len(everything)) if subset is None else list(subset)
+    start, end = imagenet.shard_bounds(len(positions), shard_index, num_shards)
+    positions = positions[start:end]
+    items = [everything[k] for k in positions]
     if not items:
         logger.warning("evaluation shard %d of %d of %s is empty", shard_index, num_shards, root)
         workers = 0
     ds = DataFromList(indexed(items, first=start), shuffle=False)
     ds = parallel_map(ds, DecodeAndAugment(augment.eval_augmentor(image_size)), workers, "thread",
                       strict=True, buffer_size=buffer_size)
-    ds = BatchData(RaiseOnCorrupt(RestoreOrder(ds, first=start)), batch_size, remainder=True)
+    ds = RaiseOnCorrupt(RestoreOrder(ds, first=start))
+    if subset is not None:          # order k of the subset -> the image's position in the split
+        ds = MapData(ds, lambda dp: [dp[0], dp[1], positions[dp[2] - start]])
+    ds = BatchData(ds, batch_size, remainder=True)
     ds.num_images = len(items)
     return ds
 

@@ -8,7 +8,7 @@ import dataclasses
 import typing
 
 from attacker import ATTACKS, LOSSES, PGD, build_attack, canonical_attack, parse_attack, setting_names
-from config import PUBLISHED
+from config import PRESETS, PUBLISHED
 from data.augment import TRAIN_AUGMENTATIONS
 from nets import ARCHITECTURES, DENOISE_OPS, BuildOptions, build_spec, resolve_data_format
 from nets.architectures import DEPTH_BLOCKS, PLACEMENTS, STEMS
@@ -258,3 +258,20 @@ def recipe_from_args(args, batch_per_gpu):
         iterations = args.attack_iter[0]
     fields.update(batch_per_gpu=batch_per_gpu, attack_iterations=iterations, attack=args.attack or PUBLISHED.attack)
     return dataclasses.replace(PUBLISHED, **fields)
+
+
+def preset_flags(name):
+    """The flags preset `name` sets, as command-line text."""
+    return " ".join("--{} {:g}".format(dest.replace("_", "-"), value) if isinstance(value, float) else
+                    "--{} {}".format(dest.replace("_", "-"), value) for dest, value in PRESETS[name].items())
+
+
+def apply_preset(args):
+    """Give the flags of --preset that the command line left unset their preset values."""
+    if getattr(args, "preset", None) is None:
+        return
+    if not args.eval:
+        raise ValueError("--preset {} is an evaluation protocol: use it with --eval".format(args.preset))
+    for dest, value in PRESETS[args.preset].items():
+        if getattr(args, dest) is None:
+            setattr(args, dest, value)

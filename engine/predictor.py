@@ -22,6 +22,13 @@ def session_config(gpu_index=0):
     return config
 
 
+def evaluation_stages(attack):
+    """What an evaluation runs: the attack itself, or for a composite attack the clean images
+    and then each component (engine.evaluate runs each stage on the images still robust)."""
+    components = attack.components()
+    return [attack] if components == [attack] else [build_attack("clean")] + list(components)
+
+
 class Predictor:
     def __init__(self, spec, options, weights_path=None, ignore_mismatch=False, attack=None, gpu_index=0,
                  execution=AttackExecution()):
@@ -30,8 +37,9 @@ class Predictor:
         with self.graph.as_default():
             self.images, self.labels, self.indices = (tf1.placeholder(s.dtype, s.shape, s.name)
                                                       for s in evaluation_inputs(spec))
-            self.attack_result = attack_outcome(spec, options, attack or build_attack("clean"), self.images,
-                                                self.labels, self.indices, execution)
+            self.stages = evaluation_stages(attack or build_attack("clean"))
+            self.stage_results = [attack_outcome(spec, options, stage, self.images, self.labels, self.indices,
+                                                 execution) for stage in self.stages]
             with layout_scope(options.layout):
                 self.logits = logits(tf.cast(self.images, tf.float32), spec, training=False, options=options.exact)
             self.session = tf1.Session(config=session_config(gpu_index))
@@ -52,12 +60,17 @@ class Predictor:
     def __call__(self, images):
         return self.session.run(self.logits, {self.images: self._check(images)})
 
-    def attack(self, images, labels, indices=None):
-        """The attack's AttackResult (numpy) for one batch (clean images without an attack);
-        `indices` (the images' positions in the data set, default 0, 1, ...) seed their draws."""
-        indices = np.arange(len(labels)) if indices is None else indices
-        return self.session.run(self.attack_result, {self.images: self._check(images), self.labels: labels,
-                                                     self.indices: indices})
+    def attack(self, images, labels, indices=None, stage=None):
+        """The attack's AttackResult (numpy) for one batch (clean images without an attack): of
+        the whole attack (a composite's stages in turn, engine.evaluate.run_protocol), or of
+        stage `stage` alone. `indices` (the images' positions in the data set, default 0, 1, ...)
+        seed their draws."""
+        indices = np.arange(len(labels)) if indices is None else np.asarray(indices)
+        if stage is None and len(self.stages) > 1:
+            from .evaluate import run_protocol
+            return run_protocol(self, np.asarray(images), np.asarray(labels), indices)[0]
+        return self.session.run(self.stage_results[stage or 0], {self.images: self._check(images),
+                                                                 self.labels: labels, self.indices: indices})
 
     def close(self):
         self.session.close()

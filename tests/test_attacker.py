@@ -25,12 +25,12 @@ def mlp(x, dtype=tf.float32):
 MLP = Model(mlp, CLASSES)
 
 
-def synthetic_data(n, seed):
-    """Class k: a fixed random +-1 pattern of amplitude 10 around grey, plus noise."""
-    templates = np.random.RandomState(0).choice([-1.0, 1.0], [CLASSES, SIZE, SIZE, 3])
+def synthetic_data(n, seed, size=SIZE, classes=CLASSES, amplitude=10.0, noise=20.0):
+    """Class k: a fixed random +-1 pattern of `amplitude` around grey, plus Gaussian noise."""
+    templates = np.random.RandomState(0).choice([-1.0, 1.0], [classes, size, size, 3])
     rng = np.random.RandomState(seed)
-    labels = rng.randint(0, CLASSES, n)
-    images = np.clip(128 + 10 * templates[labels] + rng.normal(0, 20, [n, SIZE, SIZE, 3]), 0, 255)
+    labels = rng.randint(0, classes, n)
+    images = np.clip(128 + amplitude * templates[labels] + rng.normal(0, noise, [n, size, size, 3]), 0, 255)
     return images.astype(np.float32), labels.astype(np.int32)
 
 

@@ -126,6 +126,17 @@ def test_plot_of_a_curve_and_a_single_result_has_the_expected_size(tmp_path, cap
     assert png_size(picture) == (1000, 400) and "2 models" in out
 
 
+def test_a_composite_attack_shows_the_robust_accuracy_after_each_of_its_attacks(tmp_path, capsys):
+    stages = [dict(attack="clean", robust_accuracy=0.9), dict(attack="APGD-CE-100", robust_accuracy=0.5),
+              dict(attack="Square-5000", robust_accuracy=0.45)]
+    composite = dict(SINGLE, attack_iterations=100, top1_error=0.55, stages=stages)
+    assert plot_curves.stage_marks([CURVE["points"][0], composite]) == [
+        (100, 90.0, "clean"), (100, 50.0, "APGD-CE-100"), (100, 45.0, "Square-5000")]
+    picture = tmp_path / "composite.png"
+    code, _, err = run(plot_curves.main, [write_json(tmp_path / "c.json", composite), "--out", picture], capsys)
+    assert code == 0 and png_size(picture) == (1000, 400), err
+
+
 @pytest.mark.parametrize("content,message", [
     ("{not json", "is not valid JSON"),
     ("[1, 2]", "expected an object"),

@@ -7,7 +7,8 @@ attack iterations", one line per model, accuracy falling as the attacker gets mo
     python -m tools.plot_curves A.json B.json --out curves.png [--labels R152,R152-Denoise]
 
 Each JSON is one model: a curve written by `--eval` with a comma list of `--attack-iter`
-values, or a single-length result (one point). The x axis is symmetric-log, so 0 (clean
+values, or a single-length result (one point). A composite attack (`--attack autoattack`)
+also shows the robust accuracy after each of its attacks, as labelled ticks above its point. The x axis is symmetric-log, so 0 (clean
 images) sits left of 1, 10, 100, ...
 """
 import argparse
@@ -90,12 +91,29 @@ def draw_panel(axis, curves, value, ylabel):
     axis.grid(True, alpha=0.3)
 
 
+def stage_marks(points):
+    """[(x, robust accuracy in %, stage label)] of the points of a composite attack (their
+    "stages": AutoAttack's robust accuracy after each attack), drawn as labelled ticks above
+    the composite's point."""
+    return [(p["attack_iterations"], 100.0 * stage["robust_accuracy"], stage["attack"])
+            for p in points for stage in p.get("stages", ())]
+
+
+def draw_stages(axis, curves):
+    for line, (_, points) in zip(axis.get_lines(), curves):
+        for x, y, label in stage_marks(points):
+            axis.plot([x], [y], marker="_", markersize=14, color=line.get_color())
+            axis.annotate(label, (x, y), xytext=(6, 0), textcoords="offset points", fontsize="x-small",
+                          va="center")
+
+
 def plot_curves(curves, out_path):
     """Two panels, top-1 accuracy (the defender's metric) and attack success rate (the
     attacker's), written as a PNG of FIGURE_INCHES x DPI pixels."""
     plt = pyplot()
     figure, (accuracy_axis, success_axis) = plt.subplots(1, 2, figsize=FIGURE_INCHES, dpi=DPI)
     draw_panel(accuracy_axis, curves, lambda p: 1.0 - p["top1_error"], "top-1 accuracy (%)")
+    draw_stages(accuracy_axis, curves)
     draw_panel(success_axis, curves, lambda p: p["attack_success_rate"], "attack success rate (%)")
     accuracy_axis.legend(loc="best", fontsize="small")
     save_figure(figure, out_path, DPI)

@@ -1,0 +1,159 @@
+"""APGD, Square and the AutoAttack protocol: losses and schedules against the NumPy references
+(tests/reference_attacks.py), an APGD run on a linear model number for number, and the
+invariants every registered attack keeps (epsilon ball, pixel range, batch independence)."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from attacker import ATTACKS, Model, build_attack
+from attacker.apgd import checkpoints
+from attacker.losses import dlr_loss, margin, targeted_dlr_loss
+from attacker.randomness import uniform_per_image
+from attacker.square import Square
+from tests import reference_attacks as ref
+from tests.test_attacker import CLASSES, SIZE, mlp, trained  # noqa: F401  (trained: the fixture)
+
+tf1 = tf.compat.v1
+MLP = Model(mlp, CLASSES)
+
+
+def run(fetches, feeds=None):
+    with tf1.Session() as session:
+        return session.run(fetches, feeds)
+
+
+def test_dlr_losses_and_margin_match_numpy():
+    rng = np.random.RandomState(0)
+    z = rng.normal(0, 3, [50, 6])
+    label, target = rng.randint(0, 6, 50), rng.randint(0, 6, 50)
+    target = np.where(target == label, (label + 1) % 6, target)
+    with tf.Graph().as_default():
+        got = run([dlr_loss(tf.constant(z), tf.constant(label)),
+                   targeted_dlr_loss(tf.constant(z), tf.constant(label), tf.constant(target)),
+                   margin(tf.constant(z), tf.constant(label))])
+    np.testing.assert_allclose(got[0], ref.dlr_loss(z, label), rtol=1e-10)
+    np.testing.assert_allclose(got[1], ref.targeted_dlr_loss(z, label, target), rtol=1e-10)
+    np.testing.assert_allclose(got[2], ref.margin_loss(z, label), rtol=1e-10)
+
+
+@pytest.mark.parametrize("iterations", [10, 37, 50, 100, 1000])
+def test_apgd_checkpoints_are_the_papers(iterations):
+    assert checkpoints(iterations) == ref.apgd_checkpoints(iterations, "paper")
+
+
+@pytest.mark.parametrize("iterations", [10, 400, 5000])
+def test_square_schedule_matches_the_authors(iterations):
+    for rescale in (False, True):
+        attack = Square(queries=iterations, rescale_schedule=rescale)
+        queries = list(range(1, iterations, max(1, iterations // 97)))
+        with tf.Graph().as_default():
+            got = run([attack.fraction(q) for q in queries])
+        want = [ref.square_p_schedule(0.8, q, iterations, rescale) for q in queries]
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("loss", ["ce", "dlr", "dlr-targeted"])
+def test_apgd_on_a_linear_model_follows_the_reference_run(loss):
+    """Same start, same checkpoints, same halving rule: the images broken and, for the others,
+    the best point found agree with the NumPy run of Algorithm 1 ("paper" variant). APGD-T
+    with one target class aims at the clean image's second most likely class."""
+    rng = np.random.RandomState(1)
+    w, b = rng.normal(0, 0.02, [48, 5]), rng.normal(0, 0.5, 5)
+    x = rng.uniform(0, 255, [60, 4, 4, 3])
+    clean_logits = x.reshape(60, -1) @ w + b
+    labels = np.argmax(clean_logits, axis=1)
+    targets = np.argsort(-clean_logits, axis=1, kind="stable")[:, 1]
+    name = "apgd-t" if loss == "dlr-targeted" else "apgd-" + loss
+    attack = build_attack(name, dict(iterations=30, epsilon=3.0, seed=7, target_classes=1))
+
+    def linear(t):
+        return tf.matmul(tf.reshape(tf.cast(t, tf.float64), [-1, 48]), w) + b
+    with tf.Graph().as_default():
+        index = tf.range(60, dtype=tf.int64)
+        start_noise = uniform_per_image(index, 7, 0, [4, 4, 3], -1.0, 1.0)
+        result = attack.attack(tf.constant(x, tf.float32), tf.constant(labels, tf.int32), Model(linear, 5), index)
+        noise, result = run([start_noise, result])
+    want = ref.apgd_linear(w, b, x.astype(np.float32).astype(np.float64), labels, 3.0, 30, loss=loss,
+                           x_init=ref.autoattack_linf_start(x.astype(np.float32), 3.0, (noise + 1) / 2),
+                           variant="paper", targets=targets)
+    broken = ~result.correct_top1
+    assert 0 < want["fooled"].sum() < 60
+    assert np.mean(broken == want["fooled"]) >= 0.95
+    kept = ~broken & ~want["fooled"]
+    assert np.mean(np.isclose(result.adversarial[kept], want["x_best"][kept], atol=1e-3)) > 0.95
+
+
+ATTACK_SETTINGS = {"pgd": dict(iterations=5), "apgd-ce": dict(iterations=10), "apgd-dlr": dict(iterations=10),
+                   "apgd-t": dict(iterations=5, target_classes=2), "square": dict(queries=300, p_init=0.3),
+                   "autoattack": dict(iterations=5, target_classes=2, queries=40)}
+
+
+def test_every_registered_attack_is_covered():
+    assert sorted(ATTACK_SETTINGS) == sorted(set(ATTACKS.names()) - {"clean"})
+
+
+@pytest.mark.parametrize("name", sorted(ATTACK_SETTINGS))
+def test_every_attack_stays_in_the_ball_and_the_range_and_ignores_the_batch(name, trained):  # noqa: F811
+    graph, session, image, label, images, labels = trained
+    attack = build_attack(name, dict(ATTACK_SETTINGS[name], epsilon=6.0, seed=4))
+    with graph.as_default():
+        index = tf1.placeholder(tf.int64, [None])
+        result = attack.attack(image, label, MLP, index)
+        whole = session.run(result, {image: images, label: labels, index: np.arange(200)})
+        part = session.run(result, {image: images[50:90], label: labels[50:90], index: np.arange(50, 90)})
+    assert np.abs(whole.adversarial - images).max() <= 6.0 + 1e-4
+    assert whole.adversarial.min() >= 0 and whole.adversarial.max() <= 255
+    assert (~whole.correct_top1).sum() > 0                        # it does something
+    np.testing.assert_array_equal(part.correct_top1, whole.correct_top1[50:90])
+    if name != "pgd":
+        np.testing.assert_array_equal(whole.hit, ~whole.correct_top1)     # untargeted: success = misclassified
+
+
+def test_square_uses_no_gradient_and_breaks_a_clean_model(trained):  # noqa: F811
+    """Square reads logits only: it works through a model whose gradient is zero everywhere."""
+    graph, session, image, label, images, labels = trained
+
+    def masked(x):          # the same function, but a zero gradient (stop_gradient): gradient masking
+        return mlp(tf.stop_gradient(x) + 0.0 * x)
+    with graph.as_default():
+        square = build_attack("square", dict(epsilon=16.0, queries=300, p_init=0.3, seed=0)).attack(image, label,
+                                                                                         Model(masked, CLASSES))
+        pgd = build_attack("pgd", dict(iterations=10, epsilon=16.0, targeted=False, seed=0)).attack(
+            image, label, Model(masked, CLASSES))
+        square, pgd = session.run([square, pgd], {image: images, label: labels})
+    assert (~square.correct_top1).mean() > 0.8
+    assert (~pgd.correct_top1).mean() < 0.2          # gradient attacks are blind here
+
+
+def test_the_composite_is_at_least_as_strong_as_each_component(trained):  # noqa: F811
+    graph, session, image, label, images, labels = trained
+    composite = build_attack("autoattack", dict(epsilon=5.0, iterations=10, target_classes=2, queries=60, seed=1))
+    with graph.as_default():
+        clean = build_attack("clean").attack(image, label, MLP)
+        results = session.run([a.attack(image, label, MLP) for a in [composite] + composite.components()] + [clean],
+                              {image: images, label: labels})
+    errors = [(~r.correct_top1).mean() for r in results[:-1]]
+    assert errors[0] >= max(errors[1:]) and errors[0] > 0
+    union = np.any([~r.correct_top1 for r in results[1:]], axis=0)       # the clean errors included
+    np.testing.assert_array_equal(~results[0].correct_top1, union)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["apgd-ce", "apgd-t", "autoattack"])
+def test_later_runs_on_no_image_still_robust_are_skipped(name):
+    """Once every image is broken, the later runs attack an empty batch, on which TensorFlow's
+    CPU convolutions fail: they must be skipped (seen on the demo's clean model)."""
+    from nets import build_spec, logits
+    spec = build_spec("ResNetDenoise", 50, blocks=(1, 1, 1, 1), widths=(4, 4, 8, 8), stem="small", stem_width=8,
+                      num_classes=4, image_size=12)
+    settings = dict(epsilon=255.0, iterations=2, target_classes=2, queries=5, restarts=2, seed=0)
+    images = np.random.RandomState(0).uniform(0, 255, [5, 12, 12, 3])
+    with tf.Graph().as_default():
+        model = Model(lambda t: logits(t, spec, training=False), 4)
+        image, label = tf.constant(images, tf.float32), tf1.placeholder(tf.int32, [5])
+        attack = build_attack(name, settings).attack(image, label, model)
+        with tf1.Session() as session:
+            session.run(tf1.global_variables_initializer())
+            wrong = (session.run(model.logits(image)).argmax(1) + 1) % 4     # misclassified from the start
+            result = session.run(attack, {label: wrong})
+    assert not result.correct_top1.any()
