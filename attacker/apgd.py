@@ -16,7 +16,7 @@ from typing import Optional
 
 import tensorflow as tf
 
-from .base import Attack, AttackResult, outcome, register_attack, unless_empty
+from .base import Attack, AttackResult, check_budget, outcome, register_attack, unless_empty
 from .losses import cross_entropy, dlr_loss, targeted_dlr_loss
 from .randomness import base_seed, uniform_per_image
 
@@ -54,9 +54,7 @@ class APGD(Attack):
     def __post_init__(self):
         if self.iterations < 1 or self.restarts < 1:
             raise ValueError("APGD needs at least 1 iteration and 1 restart")
-        if not (math.isfinite(self.epsilon) and self.epsilon > 0):
-            raise ValueError("attack epsilon must be a positive finite number on the 0..255 scale, got {}".format(
-                self.epsilon))
+        check_budget("epsilon", self.epsilon)
         if self.loss not in ("ce", "dlr"):
             raise ValueError("APGD loss must be ce or dlr, got '{}'".format(self.loss))
 

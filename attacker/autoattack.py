@@ -8,14 +8,13 @@ here, so this composite is APGD-CE + APGD-T + Square and is named so wherever it
 does: robust accuracy after it, images attacked, time); `attack()` runs the whole protocol in
 one graph (what training-time evaluation uses). Both give the same outcome per image.
 """
-import math
 from dataclasses import dataclass
 from typing import Optional
 
 import tensorflow as tf
 
 from .apgd import APGDCE, APGDT
-from .base import Attack, AttackResult, outcome, register_attack, unless_empty
+from .base import Attack, AttackResult, check_budget, outcome, register_attack, unless_empty
 from .square import Square
 
 
@@ -31,9 +30,7 @@ class AutoAttack(Attack):
     seed: Optional[int] = None
 
     def __post_init__(self):
-        if not (math.isfinite(self.epsilon) and self.epsilon > 0):
-            raise ValueError("attack epsilon must be a positive finite number on the 0..255 scale, got {}".format(
-                self.epsilon))
+        check_budget("epsilon", self.epsilon)
 
     @property
     def label(self):

@@ -7,6 +7,7 @@ monitor names all derive from the attack's `label` (e.g. "PGD-10"), so a new att
 module with one `@register_attack(name)` line (docs/ARCHITECTURE.md).
 """
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Callable, NamedTuple, Optional
 
@@ -58,6 +59,13 @@ def outcome(logits, label, target):
     prediction = tf.argmax(logits, axis=1, output_type=tf.int32)
     correct_top5 = tf.nn.in_top_k(predictions=logits, targets=label, k=min(5, int(logits.shape[-1])))
     return tf.equal(prediction, label), correct_top5, tf.equal(prediction, target)
+
+
+def check_budget(name, value):
+    """An attack's epsilon or step size: a positive finite number on the 0..255 scale."""
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError("attack {} must be a positive finite number on the 0..255 scale, got {}".format(
+            name.replace("_", " "), value))
 
 
 def unless_empty(count, run, empty):

@@ -7,13 +7,12 @@ image by random points in the allowed epsilon-cube, ... step size alpha = 1, exc
 PGD ... step size 1", and "we use the adversarial images only"; 20% of the batches start
 from the clean image (docs/FACTS.md Sec. 4-5).
 """
-import math
 from dataclasses import dataclass
 from typing import Optional
 
 import tensorflow as tf
 
-from .base import Attack, AttackResult, outcome, register_attack
+from .base import Attack, AttackResult, check_budget, outcome, register_attack
 from .losses import LOSSES, attack_loss
 from .randomness import base_seed, uniform_per_image
 
@@ -51,11 +50,8 @@ class PGD(Attack):
             raise ValueError("attack loss must be one of {}, got '{}'".format(LOSSES, self.loss))
         if self.restarts < 1:
             raise ValueError("attack restarts must be >= 1, got {}".format(self.restarts))
-        for name in ("epsilon", "step_size"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError("attack {} must be a positive finite number on the 0..255 scale, got {}".format(
-                    name.replace("_", " "), value))
+        check_budget("epsilon", self.epsilon)
+        check_budget("step_size", self.step_size)
         if self.target_offset is not None and self.target_offset < 1:
             raise ValueError("target offset must be >= 1, got {}".format(self.target_offset))
 

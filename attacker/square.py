@@ -10,13 +10,12 @@ pixels changed, halved after queries 10, 50, 200, 500, 1000, 2000, 4000, 6000 an
 10000; rescaled to other budgets unless `rescale_schedule` is off, as in AutoAttack's
 standard version). Windows and signs are drawn per image from (seed, image index, query).
 """
-import math
 from dataclasses import dataclass
 from typing import Optional
 
 import tensorflow as tf
 
-from .base import Attack, AttackResult, outcome, register_attack
+from .base import Attack, AttackResult, check_budget, outcome, register_attack
 from .losses import margin
 from .randomness import base_seed, uniform_per_image
 
@@ -37,9 +36,7 @@ class Square(Attack):
     def __post_init__(self):
         if self.queries < 1 or not 0 < self.p_init <= 1:
             raise ValueError("Square needs queries >= 1 and 0 < p_init <= 1")
-        if not (math.isfinite(self.epsilon) and self.epsilon > 0):
-            raise ValueError("attack epsilon must be a positive finite number on the 0..255 scale, got {}".format(
-                self.epsilon))
+        check_budget("epsilon", self.epsilon)
 
     @property
     def label(self):

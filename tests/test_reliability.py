@@ -15,17 +15,10 @@ import zmq
 import main
 from tests.cli import ARCH, ROOT, main_py, main_py_stderr, write_split
 from tests.data_tree import free_tcp_address
+from tests.test_training import data  # noqa: F401  (the fixture: 40 training, 12 validation images)
 
 pytestmark = pytest.mark.slow
 QUICK = ["--batch", 8, "--workers", 1, "--attack-iter", 1, "--eval-schedule", "0:1", "--eval-final", "0"] + ARCH
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("data"))
-    write_split(root, "train", 10, seed=0)      # 40 images: 5 steps of 8
-    write_split(root, "val", 3, seed=1)
-    return root
 
 
 def copy_tree(source, target):
