@@ -15,6 +15,8 @@ compute dtype (bfloat16/float16) different from the float32 variables.
 """
 import tensorflow as tf
 
+from .layout import grouped_conv_kernels
+
 tf1 = tf.compat.v1
 
 BN_MOMENTUM = 0.9
@@ -42,9 +44,17 @@ def _conv_kernel(name, in_channels, out_channels, kernel, groups, initializer=No
 
 
 def _convolve(x, kernel, layout, stride):
-    """x (any float type) with a float32 kernel, cast to x's type."""
+    """x (any float type) with a float32 kernel, cast to x's type. A grouped conv (kernel input
+    depth < x's channels) runs as one conv per group where TF has no grouped kernels (the CPU
+    without oneDNN): the same function, split along the channels."""
     strides = [1, stride, stride, 1] if layout.channels_last else [1, 1, stride, stride]
-    return tf.nn.conv2d(x, tf.cast(kernel, x.dtype), strides, "SAME", data_format=layout.data_format)
+    kernel = tf.cast(kernel, x.dtype)
+    groups = layout.channels(x) // int(kernel.shape[2])
+    if groups == 1 or grouped_conv_kernels():
+        return tf.nn.conv2d(x, kernel, strides, "SAME", data_format=layout.data_format)
+    parts = zip(tf.split(x, groups, axis=layout.channel_axis), tf.split(kernel, groups, axis=3))
+    return tf.concat([tf.nn.conv2d(xi, ki, strides, "SAME", data_format=layout.data_format) for xi, ki in parts],
+                     axis=layout.channel_axis)
 
 
 def batch_norm(name, x, options, training, zero_init=False):

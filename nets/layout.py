@@ -58,6 +58,18 @@ def gpu_available():
     return bool(tf.config.list_physical_devices("GPU"))
 
 
+def grouped_conv_kernels():
+    """Whether TF has grouped-convolution kernels here, gradients included: on a GPU, and on a
+    CPU with oneDNN (on by default only on CPUs with AVX-512); TF's own CPU kernels have none."""
+    if gpu_available():
+        return True
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):
+        return False
+
+
 def layout_scope(layout):
     """TF's CPU kernels run only NHWC: an NCHW graph on a machine without a GPU is compiled
     with XLA, which runs either layout."""
