@@ -8,24 +8,26 @@ import os
 from dataclasses import dataclass
 from typing import Tuple
 
+from ranges import SettingError, check_settings, integer_setting, setting
+
 
 @dataclass(frozen=True)
 class Recipe:
-    batch_per_gpu: int = 32
-    base_lr_per_256: float = 0.1            # base LR = 0.1 x total batch / 256
-    momentum: float = 0.9                   # Nesterov
-    weight_decay: float = 1e-4              # on conv and FC weights only
+    batch_per_gpu: int = integer_setting(32, minimum=1)
+    base_lr_per_256: float = setting(0.1, minimum=0.0, exclusive_minimum=True)   # base LR = 0.1 x total batch / 256
+    momentum: float = setting(0.9, minimum=0.0, maximum=1.0)                      # Nesterov
+    weight_decay: float = setting(1e-4, minimum=0.0)     # on conv and FC weights only
     weight_decay_pattern: str = r"(^|/)W$"  # variable names ending in W (conv, embedding, linear)
-    label_smoothing: float = 0.1
+    label_smoothing: float = setting(0.1, minimum=0.0, maximum=1.0)
     augmentation: str = "imagenet"          # a name in data.augment.TRAIN_AUGMENTATIONS
-    epochs: int = 110
-    lr_decay_epochs: Tuple[int, ...] = (35, 70, 95)
-    lr_decay_factor: float = 0.1
-    warmup_epochs: int = 5                  # linear warm-up from warmup_start_lr, when base LR > it
-    warmup_start_lr: float = 0.1
+    epochs: int = integer_setting(110, minimum=1)
+    lr_decay_epochs: Tuple[int, ...] = integer_setting((35, 70, 95), minimum=1)
+    lr_decay_factor: float = setting(0.1, minimum=0.0, maximum=1.0, exclusive_minimum=True)
+    warmup_epochs: int = integer_setting(5, minimum=0)    # linear warm-up from warmup_start_lr, when base LR > it
+    warmup_start_lr: float = setting(0.1, minimum=0.0, exclusive_minimum=True)
     attack: str = "pgd"                     # the training attack (a name in attacker.ATTACKS)
-    attack_iterations: int = 30             # PGD-30 in training; 0 = clean training
-    attack_prob_start_from_clean: float = 0.2
+    attack_iterations: int = integer_setting(30, minimum=0)    # PGD-30 in training; 0 = clean training
+    attack_prob_start_from_clean: float = setting(0.2, minimum=0.0, maximum=1.0)
     # Evaluations during training (docs/FACTS.md Sec. 5 and 7). An attack is NAME or
     # NAME@ITERATIONS (attacker.parse_attack); a bare number N is PGD-N.
     # (attack, every k epochs, and in each of the last n epochs): the original runs PGD-100
@@ -34,6 +36,12 @@ class Recipe:
                                                        ("pgd@100", 10, 5))
     # after the last epoch, besides the schedule: the robustness curve (every length 10..100)
     eval_final: Tuple[str, ...] = ("clean",) + tuple("pgd@{}".format(k) for k in range(10, 101, 10))
+
+    def __post_init__(self):
+        check_settings(self, "training recipe")
+        if list(self.lr_decay_epochs) != sorted(set(self.lr_decay_epochs)):
+            raise SettingError("training recipe: lr_decay_epochs must increase, got {}".format(
+                ",".join(map(str, self.lr_decay_epochs))), "lr_decay_epochs")
 
     def base_lr(self, total_batch):
         return self.base_lr_per_256 * total_batch / 256.0
@@ -80,6 +88,9 @@ class Defaults:
     data_server_hwm: int = 50               # ZMQ high-water mark of the data server, in batches
     data_server_timeout: float = 600.0      # seconds a trainer waits for a batch before it fails
     hang_timeout: float = 1800.0            # seconds without a training or evaluation step: stacks, then exit 3
+    # Training skips unreadable images (logged, counted in stats.json) up to this fraction of a
+    # rank's images (ImageNet: 1281 of 1.28 M), and fails beyond it (on a small set: at the first).
+    max_unreadable_fraction: float = 0.001
 
     def workers(self):
         """Image decoding processes/threads per rank when --workers is not given."""

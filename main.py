@@ -29,7 +29,8 @@ def import_plugins(argv):
 
 def build_parser():
     from config import DEFAULTS, PRESETS, PUBLISHED
-    from engine.flags import RECIPE_FLAGS, add_attack_arguments, add_model_arguments, preset_flags
+    from engine.flags import (RECIPE_FLAGS, add_attack_arguments, add_model_arguments, at_least, fraction, preset_flags,
+                              seconds)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--train", action="store_true", help="adversarial training (Horovod under horovodrun)")
@@ -39,9 +40,9 @@ def build_parser():
     parser.add_argument("--import", dest="modules", action="append", default=[], metavar="MODULE",
                         help="import MODULE first (it may register operations, attacks, architectures)")
     parser.add_argument("--data", help="ImageNet-layout root: train/<class>/, val/<class>/ or val/ + val.txt")
-    parser.add_argument("--batch", type=int, default=PUBLISHED.batch_per_gpu,
+    parser.add_argument("--batch", type=at_least(1), default=PUBLISHED.batch_per_gpu,
                         help="images per batch and process (per GPU in training; default %(default)s)")
-    parser.add_argument("--workers", type=int, default=DEFAULTS.workers(),
+    parser.add_argument("--workers", type=at_least(0), default=DEFAULTS.workers(),
                         help="image decoding processes/threads per rank (default: the CPU count, %(default)s)")
     add_model_arguments(parser)
     add_attack_arguments(parser)
@@ -49,20 +50,23 @@ def build_parser():
     training = parser.add_argument_group("training")
     training.add_argument("--logdir", help="log and checkpoint directory (default: named after the settings)")
     training.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --logdir")
-    training.add_argument("--starting-epoch", type=int, help="epoch to start at when --load gives a checkpoint")
+    training.add_argument("--starting-epoch", type=at_least(1), help="epoch to start at when --load gives a checkpoint")
+    training.add_argument("--max-unreadable-fraction", type=fraction, default=DEFAULTS.max_unreadable_fraction,
+                          metavar="F", help="skip unreadable training images (each logged, counted in stats.json) up "
+                                            "to this fraction of a rank's images, fail beyond it (default %(default)g)")
     training.add_argument("--data-server", metavar="ADDR",
                           help="receive training batches from 'python -m tools.serve_data' at this ZMQ address")
-    training.add_argument("--hang-timeout", type=float, default=DEFAULTS.hang_timeout, metavar="SECONDS",
-                          help="a rank with no training step or evaluation batch for this long prints its stacks "
-                               "and exits with code 3, so a stuck job ends (0: never; default %(default)g)")
+    parser.add_argument("--hang-timeout", type=seconds, default=DEFAULTS.hang_timeout, metavar="SECONDS",
+                        help="a rank with no training step or evaluation batch for this long prints its stacks "
+                             "and exits with code 3, so a stuck job ends (0: never; default %(default)g)")
     evaluation = parser.add_argument_group("evaluation")
     evaluation.add_argument("--result-file", help="write the metrics and settings as JSON")
     evaluation.add_argument("--preset", choices=sorted(PRESETS),
                             help="a named protocol: sets its flags where not given ({})".format(
                                 "; ".join("{}: {}".format(name, preset_flags(name)) for name in sorted(PRESETS))))
-    evaluation.add_argument("--eval-images", type=int, metavar="N",
+    evaluation.add_argument("--eval-images", type=at_least(1), metavar="N",
                             help="evaluate a fixed subset of N validation images, drawn with --eval-subset-seed")
-    evaluation.add_argument("--eval-subset-seed", type=int, default=0, help="seed of --eval-images (default 0)")
+    evaluation.add_argument("--eval-subset-seed", type=at_least(0), default=0, help="seed of --eval-images (default 0)")
     evaluation.add_argument("--eval-list", metavar="FILE",
                             help="evaluate only the validation images FILE lists (one path relative to val/ per "
                                  "line, e.g. RobustBench's ImageNet subset)")
@@ -90,7 +94,7 @@ def run_train(args, parser):
                    eval_attacks=schedule_attacks(recipe, args), execution=execution_from_args(args),
                    workers=args.workers, load=args.load, ignore_mismatch=args.ignore_mismatch,
                    starting_epoch=args.starting_epoch, resume=args.resume, data_server=args.data_server,
-                   hang_timeout=args.hang_timeout)
+                   hang_timeout=args.hang_timeout, max_unreadable_fraction=args.max_unreadable_fraction)
     train(spec, recipe, job, world)
 
 
@@ -102,13 +106,16 @@ def run_eval(args, parser):
     if not args.data:
         parser.error("--eval needs --data (the root holding val/)")
     from engine.distributed import init_world
-    from engine.evaluate import (point_record, print_result, print_stages, print_table, result_record,
-                                 write_json)
+    from engine.evaluate import point_record, print_result, print_stages, print_table, result_record, write_json
     from engine.flags import eval_attacks_from_args, preset_flags, spec_from_args
     from data import evaluation_subset, list_images, model_classes
     world = init_world()
     if args.preset and world.is_chief:
         print("preset {}: {}".format(args.preset, preset_flags(args.preset)), flush=True)
+        if args.preset_changes:
+            print("not the preset's protocol: {} given instead; results are not labelled {}".format(
+                ", ".join("{} {}".format(flag, change["used"]) for flag, change in args.preset_changes.items()),
+                args.preset), flush=True)
     spec = spec_from_args(args)
     attacks = eval_attacks_from_args(args)
     classes = model_classes(args.data, spec.num_classes)
@@ -130,12 +137,23 @@ def run_eval(args, parser):
     if len(points) > 1:
         print_table(points)
     if args.result_file:
-        images = "all of val" if subset is None else dict(
-            subset_size=len(subset), subset_seed=None if args.eval_list else args.eval_subset_seed, list=args.eval_list)
-        model = dict(arch=args.arch, depth=args.depth, load=args.load, spec=dataclasses.asdict(spec),
-                     preset=args.preset, images=images)
-        write_json(result_record(points, model), args.result_file)
+        write_json(result_record(points, evaluated_model(args, spec, subset)), args.result_file)
         print("wrote {}".format(args.result_file))
+
+
+def evaluated_model(args, spec, subset):
+    """The result file's "model": the weights, architecture, images and every execution setting;
+    the preset's name only when all its settings were kept (else what changed)."""
+    from engine.flags import build_options_from_args, execution_from_args
+    images = "all of val" if subset is None else dict(
+        subset_size=len(subset), subset_seed=None if args.eval_list else args.eval_subset_seed, list=args.eval_list)
+    model = dict(arch=args.arch, depth=args.depth, load=args.load, spec=dataclasses.asdict(spec), images=images,
+                 preset=None if args.preset_changes else args.preset,
+                 build=dataclasses.asdict(build_options_from_args(args)),
+                 attack_execution=dataclasses.asdict(execution_from_args(args)))
+    if args.preset_changes:
+        model["preset_changed"] = dict(preset=args.preset, changes=args.preset_changes)
+    return model
 
 
 def evaluate_attack(args, spec, world, attack, classes, subset):
@@ -179,8 +197,6 @@ def run_eval_directory(args, parser):
 
 
 def check_eval_subset(args, parser):
-    if args.eval_images is not None and args.eval_images < 1:
-        parser.error("--eval-images must be at least 1, got {}".format(args.eval_images))
     if args.eval_images is not None and args.eval_list:
         parser.error("give --eval-images or --eval-list, not both")
     if args.eval_list and args.preset:      # the list replaces the preset's drawn subset
@@ -197,18 +213,31 @@ def main(argv=None):
         parser = build_parser()
         args = parser.parse_args(argv)
         check_eval_subset(args, parser)
-        apply_preset(args)
+        args.preset_changes = apply_preset(args)
         if args.train:
-            run_train(args, parser)
-        elif args.eval:
-            run_eval(args, parser)
+            run_train(args, parser)         # its watchdog runs from the first training step
         else:
-            run_eval_directory(args, parser)
-    except (ValueError, KeyError, FileNotFoundError, RuntimeError, DataError, ImportError) as error:
+            from engine.watchdog import watching
+            with watching(args.hang_timeout, "evaluation" if args.eval else "black-box classification"):
+                (run_eval if args.eval else run_eval_directory)(args, parser)
+    except (ValueError, KeyError, RuntimeError, DataError, ImportError) as error:
         print("error: {}".format(error.args[0] if error.args else error), file=sys.stderr)
+        return 2
+    except OSError as error:            # a file the run needs cannot be read or written
+        print("error: {}".format(error), file=sys.stderr)
         return 2
     return 0
 
 
+def run_as_program():
+    """main() as a process: no child process (image decoding) outlives it, whatever happened."""
+    from engine.watchdog import end_child_processes
+    try:
+        code = main()
+    finally:
+        end_child_processes()
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run_as_program()

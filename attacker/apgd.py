@@ -16,7 +16,10 @@ from typing import Optional
 
 import tensorflow as tf
 
-from .base import Attack, AttackResult, check_budget, outcome, register_attack, unless_empty
+from ranges import setting
+
+from .base import (Attack, AttackResult, budget_setting, count_setting, outcome, register_attack, seed_setting,
+                   unless_empty)
 from .losses import cross_entropy, dlr_loss, targeted_dlr_loss
 from .randomness import base_seed, uniform_per_image
 
@@ -44,19 +47,12 @@ def random_start(image, epsilon, index, seed, stream):
 @dataclass(frozen=True)
 class APGD(Attack):
     """Untargeted APGD maximising `loss` ("ce" or "dlr"); epsilon on the 0..255 scale."""
-    iterations: int = 100
-    epsilon: float = 16.0
-    loss: str = "ce"
-    restarts: int = 1
-    seed: Optional[int] = None
-    rho: float = RHO
-
-    def __post_init__(self):
-        if self.iterations < 1 or self.restarts < 1:
-            raise ValueError("APGD needs at least 1 iteration and 1 restart")
-        check_budget("epsilon", self.epsilon)
-        if self.loss not in ("ce", "dlr"):
-            raise ValueError("APGD loss must be ce or dlr, got '{}'".format(self.loss))
+    iterations: int = count_setting(100)
+    epsilon: float = budget_setting(16.0)
+    loss: str = setting("ce", choices=("ce", "dlr"))
+    restarts: int = count_setting(1)
+    seed: Optional[int] = seed_setting()
+    rho: float = setting(RHO, minimum=0.0, maximum=1.0)
 
     @property
     def label(self):
@@ -154,7 +150,7 @@ class APGDCE(APGD):
 @dataclass(frozen=True)
 class APGDDLR(APGD):
     """APGD with the difference-of-logits-ratio loss (APGD, Sec. 4)."""
-    loss: str = "dlr"
+    loss: str = setting("dlr", choices=("ce", "dlr"))
 
 
 @register_attack("apgd-t")
@@ -163,8 +159,8 @@ class APGDT(APGD):
     """Targeted-DLR APGD towards each of the `target_classes` most likely wrong classes in turn
     (the clean image's 2nd, 3rd, ... largest logit), on the images still robust; an image is
     broken when misclassified, whatever the class (AutoAttack's APGD-T)."""
-    loss: str = "dlr"
-    target_classes: int = 9
+    loss: str = setting("dlr", choices=("dlr",))       # the targeted DLR loss is the only one
+    target_classes: int = count_setting(9)
 
     @property
     def label(self):

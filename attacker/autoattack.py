@@ -14,7 +14,8 @@ from typing import Optional
 import tensorflow as tf
 
 from .apgd import APGDCE, APGDT
-from .base import Attack, AttackResult, check_budget, outcome, register_attack, unless_empty
+from .base import (Attack, AttackResult, budget_setting, count_setting, outcome, register_attack, seed_setting,
+                   unless_empty)
 from .square import Square
 
 
@@ -23,14 +24,11 @@ from .square import Square
 class AutoAttack(Attack):
     """APGD-CE, then APGD-T, then Square, with AutoAttack's standard settings (100 iterations,
     one restart, 9 target classes, 5000 queries); epsilon on the 0..255 scale."""
-    epsilon: float = 16.0
-    iterations: int = 100
-    target_classes: int = 9
-    queries: int = 5000
-    seed: Optional[int] = None
-
-    def __post_init__(self):
-        check_budget("epsilon", self.epsilon)
+    epsilon: float = budget_setting(16.0)
+    iterations: int = count_setting(100)
+    target_classes: int = count_setting(9)
+    queries: int = count_setting(5000)
+    seed: Optional[int] = seed_setting()
 
     @property
     def label(self):

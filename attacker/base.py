@@ -7,13 +7,13 @@ monitor names all derive from the attack's `label` (e.g. "PGD-10"), so a new att
 module with one `@register_attack(name)` line (docs/ARCHITECTURE.md).
 """
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Callable, NamedTuple, Optional
 
 import tensorflow as tf
 
 from nets.registry import Registry
+from ranges import check_settings, integer_setting, setting
 
 ATTACKS = Registry("attack")
 
@@ -61,11 +61,19 @@ def outcome(logits, label, target):
     return tf.equal(prediction, label), correct_top5, tf.equal(prediction, target)
 
 
-def check_budget(name, value):
-    """An attack's epsilon or step size: a positive finite number on the 0..255 scale."""
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError("attack {} must be a positive finite number on the 0..255 scale, got {}".format(
-            name.replace("_", " "), value))
+def budget_setting(default):
+    """An epsilon or step size: positive, at most the whole 0..255 pixel range."""
+    return setting(default, minimum=0.0, maximum=255.0, exclusive_minimum=True, unit="on the 0..255 scale")
+
+
+def count_setting(default, minimum=1):
+    """Iterations, restarts, queries, target classes: a whole number, at least `minimum`."""
+    return integer_setting(default, minimum=minimum)
+
+
+def seed_setting():
+    """An attack seed: None (drawn per evaluation) or a whole number in 0..2^31-1."""
+    return integer_setting(None, minimum=0, maximum=(1 << 31) - 1)
 
 
 def unless_empty(count, run, empty):
@@ -80,6 +88,10 @@ class Attack:
     uses `perturb`, which by default is the adversarial image of `attack`."""
     name = None                     # set by register_attack
     targeted = False
+
+    def __post_init__(self):
+        """Every setting within the range its field declares (ranges.setting)."""
+        check_settings(self, "attack {}".format(self.name))
 
     @property
     def label(self):

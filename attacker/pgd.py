@@ -12,7 +12,9 @@ from typing import Optional
 
 import tensorflow as tf
 
-from .base import Attack, AttackResult, check_budget, outcome, register_attack
+from ranges import setting
+
+from .base import Attack, AttackResult, budget_setting, count_setting, outcome, register_attack, seed_setting
 from .losses import LOSSES, attack_loss
 from .randomness import base_seed, uniform_per_image
 
@@ -33,27 +35,15 @@ def random_wrong_target(label, num_classes, seed=None):
 class PGD(Attack):
     """L-inf PGD; epsilon and step size on the 0..255 scale. The default is the paper's
     evaluation attack: targeted, cross-entropy, one random start, 10 iterations."""
-    iterations: int = 10
-    epsilon: float = 16.0
-    step_size: float = 1.0
-    prob_start_from_clean: float = 0.0
-    loss: str = "xent"
+    iterations: int = count_setting(10)
+    epsilon: float = budget_setting(16.0)
+    step_size: float = budget_setting(1.0)
+    prob_start_from_clean: float = setting(0.0, minimum=0.0, maximum=1.0)
+    loss: str = setting("xent", choices=LOSSES)
     targeted: bool = True
-    restarts: int = 1
-    target_offset: Optional[int] = None    # fixed target (label + offset) mod classes instead of random
-    seed: Optional[int] = None
-
-    def __post_init__(self):
-        if self.iterations < 1:
-            raise ValueError("PGD needs at least 1 iteration (the clean images are the 'clean' attack)")
-        if self.loss not in LOSSES:
-            raise ValueError("attack loss must be one of {}, got '{}'".format(LOSSES, self.loss))
-        if self.restarts < 1:
-            raise ValueError("attack restarts must be >= 1, got {}".format(self.restarts))
-        check_budget("epsilon", self.epsilon)
-        check_budget("step_size", self.step_size)
-        if self.target_offset is not None and self.target_offset < 1:
-            raise ValueError("target offset must be >= 1, got {}".format(self.target_offset))
+    restarts: int = count_setting(1)
+    target_offset: Optional[int] = count_setting(None)   # fixed target (label + offset) mod classes, not random
+    seed: Optional[int] = seed_setting()
 
     @property
     def label(self):

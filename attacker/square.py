@@ -15,7 +15,9 @@ from typing import Optional
 
 import tensorflow as tf
 
-from .base import Attack, AttackResult, check_budget, outcome, register_attack
+from ranges import setting
+
+from .base import Attack, AttackResult, budget_setting, count_setting, outcome, register_attack, seed_setting
 from .losses import margin
 from .randomness import base_seed, uniform_per_image
 
@@ -27,16 +29,11 @@ HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 class Square(Attack):
     """Untargeted L-inf Square attack; epsilon on the 0..255 scale; `queries` model evaluations
     per image (the start included)."""
-    queries: int = 5000
-    epsilon: float = 16.0
-    p_init: float = 0.8
+    queries: int = count_setting(5000)
+    epsilon: float = budget_setting(16.0)
+    p_init: float = setting(0.8, minimum=0.0, maximum=1.0, exclusive_minimum=True)
     rescale_schedule: bool = False
-    seed: Optional[int] = None
-
-    def __post_init__(self):
-        if self.queries < 1 or not 0 < self.p_init <= 1:
-            raise ValueError("Square needs queries >= 1 and 0 < p_init <= 1")
-        check_budget("epsilon", self.epsilon)
+    seed: Optional[int] = seed_setting()
 
     @property
     def label(self):

@@ -21,42 +21,45 @@ class RepeatForever(ProxyDataFlow):
 
 
 class CorruptImageLog:
-    """Counts the images skipped in training; `count` and `paths` are for the caller to read."""
+    """The training images skipped as unreadable: `count` skips, `paths` the distinct files
+    (each is skipped again on every pass), for the caller and stats.json to read."""
 
-    def __init__(self, max_paths=1000):
+    def __init__(self):
         self.count = 0
         self.paths = []
-        self.max_paths = max_paths
+        self._seen = set()
 
     def record(self, path, problem):
         self.count += 1
-        if len(self.paths) < self.max_paths:
+        if path not in self._seen:
+            self._seen.add(path)
             self.paths.append(path)
-        logger.warning("skipping unreadable training image %s (%s); %d skipped so far", path, problem, self.count)
+            logger.warning("skipping unreadable training image %s (%s); %d unreadable so far", path, problem,
+                           len(self.paths))
 
 
 class SkipCorrupt(ProxyDataFlow):
-    """Training: drop the images that failed to decode (logged with the path and counted in
-    `log`), pass the others as [image, label]. `max_in_a_row` failures in a row raise
-    DataError, so a broken data set fails loudly instead of hanging an infinite flow."""
+    """Training: drop the images that failed to decode (each logged with its path once and
+    counted in `log`), pass the others as [image, label]. More than `limit` distinct unreadable
+    images raise DataError: a few bad files in a large data set are skipped, a broken data set
+    (or a limit of 0) fails at once instead of training on what is left or looping for ever."""
 
-    def __init__(self, ds, log, max_in_a_row=100):
+    def __init__(self, ds, log, limit, what="training images"):
         super().__init__(ds)
-        self.log = log
-        self.max_in_a_row = max_in_a_row
+        self.log, self.limit, self.what = log, limit, what
 
     def __iter__(self):
-        in_a_row = 0
         for _, image, label, path, problem in self.ds:
             if problem is None:
-                in_a_row = 0
                 yield [image, label]
                 continue
             self.log.record(path, problem)
-            in_a_row += 1
-            if in_a_row >= self.max_in_a_row:
-                raise DataError("{} training images in a row could not be read, the last one {} ({}); "
-                                "check the data directory".format(in_a_row, path, problem))
+            if len(self.log.paths) > self.limit:
+                raise DataError("{} of {} could not be read, more than the {} that --max-unreadable-fraction allows: "
+                                "{}{}; fix or remove them, or raise --max-unreadable-fraction".format(
+                                    len(self.log.paths), self.what, self.limit, ", ".join(self.log.paths[:3]),
+                                    " ..." if len(self.log.paths) > 3 else "") +
+                                " (the last one: {})".format(problem))
 
 
 class CheckBatches(ProxyDataFlow):

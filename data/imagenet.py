@@ -29,6 +29,7 @@ IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff", ".webp", "
 VAL_LABEL_FILE = "val.txt"        # the flat layout's label file: ROOT/val/val.txt
 
 logger = logging.getLogger(__name__)
+_WARNED = set()             # (folder, count) of the absent-class warnings given, each said once per process
 
 
 def is_image_file(name):
@@ -210,8 +211,23 @@ def list_images(root, split, classes=None):
     """
     classes = resolve_classes(root, split, classes)
     if split == "val" and val_layout(root) == "flat":
-        return list_flat_val_images(root, classes)
-    return list_folder_images(root, split, classes)
+        items = list_flat_val_images(root, classes)
+    else:
+        items = list_folder_images(root, split, classes)
+    if split == "val":
+        warn_about_absent_classes(items, classes, os.path.join(root, split))
+    return items
+
+
+def warn_about_absent_classes(items, classes, directory):
+    """A warning naming the classes that no image of `items` has (their error is not measured)."""
+    names = list(classes) if not isinstance(classes, int) else [str(k) for k in range(classes)]
+    absent = sorted(set(range(len(names))) - {label for _, label in items})
+    if absent and (directory, len(absent)) not in _WARNED:
+        _WARNED.add((directory, len(absent)))
+        logger.warning("%d of the %d classes have no image in %s: %s%s; the evaluation does not measure them",
+                       len(absent), len(names), directory, ", ".join(names[k] for k in absent[:5]),
+                       " ..." if len(absent) > 5 else "")
 
 
 def shard_bounds(num_items, index, count):

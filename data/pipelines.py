@@ -60,7 +60,7 @@ def train_shard(items, rank, world_size, seed=0):
 
 def build_train_dataflow(root, batch_size, image_size=224, workers=None, rank=0, world_size=1,
                          parallel="process", buffer_size=200, seed=0, classes=None, corrupt_log=None,
-                         augmentation="imagenet"):
+                         augmentation="imagenet", max_unreadable_fraction=DEFAULTS.max_unreadable_fraction):
     """Training batches from ROOT/train for Horovod rank `rank` of `world_size`.
 
     Each rank reads a disjoint shard (`train_shard`) and reshuffles it every pass. The flow
@@ -72,7 +72,8 @@ def build_train_dataflow(root, batch_size, image_size=224, workers=None, rank=0,
     MultiProcessMapDataZMQ; they end with their parent, even on SIGKILL) or threads
     ("thread"); 0 decodes in the calling thread.
     An unreadable image is skipped with a warning and counted in `corrupt_log`, also
-    available as the returned flow's `.corrupt_images` (a CorruptImageLog).
+    available as the returned flow's `.corrupt_images` (a CorruptImageLog); more than
+    floor(max_unreadable_fraction x this rank's images) distinct unreadable ones are a DataError.
     `augmentation` names an entry of augment.TRAIN_AUGMENTATIONS.
     """
     check_positive("batch_size", batch_size)
@@ -87,7 +88,11 @@ def build_train_dataflow(root, batch_size, image_size=224, workers=None, rank=0,
     ds = DataFromList(indexed(items), shuffle=True)
     ds = parallel_map(ds, DecodeAndAugment(augment.train_augmentor(image_size, augmentation)), workers, parallel,
                       strict=False, buffer_size=buffer_size)
-    ds = BatchData(SkipCorrupt(ds, corrupt_log), batch_size, remainder=False)
+    if not 0 <= max_unreadable_fraction < 1:
+        raise ValueError("max_unreadable_fraction must be in [0, 1), got {}".format(max_unreadable_fraction))
+    limit = int(max_unreadable_fraction * len(items))
+    what = "the {} training images of rank {} in {}".format(len(items), rank, os.path.join(root, "train"))
+    ds = BatchData(SkipCorrupt(ds, corrupt_log, limit, what), batch_size, remainder=False)
     ds.corrupt_images = corrupt_log
     ds.num_images, ds.total_images = len(items), len(everything)
     logger.info("training data: %d images in %s for rank %d of %d, %d batches of %d per epoch",

@@ -14,6 +14,8 @@ from data.decode import read_bgr
 from data.imagenet import IMAGE_EXTENSIONS, is_image_file
 from files import atomic_write
 
+from . import watchdog
+
 
 def list_image_files(directory):
     if not os.path.isdir(directory):
@@ -41,6 +43,7 @@ def classify_files(predictor, directory, names, batch_size=32):
     for start in tqdm(range(0, len(names), batch_size), desc="classifying", unit="batch"):
         batch = [read_resized(os.path.join(directory, n), size) for n in names[start:start + batch_size]]
         outputs.append(predictor(np.stack(batch)))
+        watchdog.beat()
     return np.concatenate(outputs).astype(np.float32)
 
 

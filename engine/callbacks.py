@@ -71,6 +71,27 @@ class CountOutcomes(Inferencer):
                 self.trainer.monitors.put_scalar("{}/{}".format(self.prefix, name), value)
 
 
+class CountUnreadable(Callback):
+    """After each epoch, the distinct unreadable training images skipped so far (`log`, a
+    data.CorruptImageLog), summed over ranks, as the monitor value `unreadable_train_images`
+    (so in stats.json). On every rank."""
+    _chief_only = False
+
+    def __init__(self, log, hvd=None):
+        self.log, self.hvd = log, hvd
+
+    def _setup_graph(self):
+        if self.hvd is not None:
+            self._local = tf1.placeholder(tf.int64, [])
+            self._total = self.hvd.allreduce(self._local, op=self.hvd.Sum, name="sum_unreadable")
+
+    def _trigger_epoch(self):
+        count = len(self.log.paths)
+        if self.hvd is not None:
+            count = self.trainer.sess.run(self._total, {self._local: count})
+        self.trainer.monitors.put_scalar("unreadable_train_images", int(count))
+
+
 class ShardInferenceRunner(InferenceRunner):
     """An InferenceRunner that accepts an empty validation shard (more ranks than batches):
     it then feeds nothing but still runs its inferencers, so their allreduce meets the other
@@ -93,10 +114,12 @@ class ShardInferenceRunner(InferenceRunner):
 
 
 class WriteRobustnessCurve(Callback):
-    """After the last epoch, the final evaluations as one result file (chief only)."""
+    """After the last epoch, the final evaluations as one result file (chief only); a failed
+    write is reported to `status` (engine.saving), which stops the run."""
 
-    def __init__(self, path, recipe, attacks, results, model):
+    def __init__(self, path, recipe, attacks, results, model, status):
         self.path, self.recipe, self.attacks, self.results, self.model = path, recipe, attacks, results, model
+        self.status = status
 
     def _trigger_epoch(self):
         if self.epoch_num < self.recipe.epochs:
@@ -104,13 +127,16 @@ class WriteRobustnessCurve(Callback):
         done = [text for text in self.recipe.evals_at(self.epoch_num) if self.epoch_num in self.results.get(text, {})]
         points = [point_record(self.results[text][self.epoch_num][0], self.attacks[text],
                                self.results[text][self.epoch_num][1]) for text in done]
-        write_json(dict(result_record(points, self.model), epoch=self.epoch_num), self.path)
+        record = dict(result_record(points, self.model), epoch=self.epoch_num)
+        self.status.attempt("the robustness curve", self.path, lambda: write_json(record, self.path))
 
 
-def evaluation_callbacks(spec, options, recipe, attacks, make_dataflow, hvd=None, logdir=None, model=None):
+def evaluation_callbacks(spec, options, recipe, attacks, make_dataflow, hvd=None, logdir=None, model=None,
+                         status=None):
     """One runner per attack ({schedule text: attack}), enabled after the epochs
     `recipe.evals_at` names; `make_dataflow()` builds this rank's validation shard. With
-    `logdir` (the chief), the robustness curve is written there after the last epoch."""
+    `logdir` (the chief), the robustness curve is written there after the last epoch, its
+    failure reported to `status` (an engine.saving.SaveStatus)."""
     callbacks, results = [], {text: {} for text in attacks}
     for text, attack in attacks.items():
         key = monitor_key(attack)
@@ -119,5 +145,6 @@ def evaluation_callbacks(spec, options, recipe, attacks, make_dataflow, hvd=None
         runner.set_chief_only(False)
         callbacks.append(EnableCallbackIf(runner, lambda self, text=text: text in recipe.evals_at(self.epoch_num)))
     if logdir is not None:
-        callbacks.append(WriteRobustnessCurve(os.path.join(logdir, CURVE_FILE), recipe, attacks, results, model))
+        callbacks.append(WriteRobustnessCurve(os.path.join(logdir, CURVE_FILE), recipe, attacks, results, model,
+                                              status))
     return callbacks

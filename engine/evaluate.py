@@ -15,6 +15,8 @@ from tqdm import tqdm
 from attacker.metrics import Counts
 from files import atomic_write
 
+from . import watchdog
+
 
 def evaluate(runner, dataflow, sum_across_ranks=None, show_progress=True, description="evaluating"):
     """(Counts, stage records) over one pass of `dataflow` ([uint8 images, int labels,
@@ -24,6 +26,7 @@ def evaluate(runner, dataflow, sum_across_ranks=None, show_progress=True, descri
     correctly after the earlier ones (AutoAttack's protocol; an image counts robust only if it
     survives all). With `sum_across_ranks` (a Horovod allreduce of a count vector) the totals
     of all ranks. `description` names the progress bar."""
+    watchdog.beat()                 # building and loading the model was progress too
     stages = len(runner.stages)
     counts = Counts()
     attacked, robust_after, seconds = np.zeros(stages, np.int64), np.zeros(stages, np.int64), np.zeros(stages)
@@ -34,6 +37,7 @@ def evaluate(runner, dataflow, sum_across_ranks=None, show_progress=True, descri
     with tqdm(dataflow, total=total, desc=description, unit="batch", disable=not show_progress) as batches:
         for images, labels, indices in batches:
             result, tallies = run_protocol(runner, images, labels, indices)
+            watchdog.beat()
             counts = counts + Counts.from_batch(result.correct_top1, result.correct_top5, result.hit)
             attacked, robust_after, seconds = attacked + tallies[0], robust_after + tallies[1], seconds + tallies[2]
             batches.set_postfix(top1_error="{:.3f}".format(counts.top1_error),
@@ -64,6 +68,7 @@ def run_protocol(runner, images, labels, indices):
             started = time.time()
             part = runner.attack(images[todo], labels[todo], indices[todo], stage=k)
             seconds[k] = time.time() - started
+            watchdog.beat()
             if result is None:
                 result = type(part)(*(np.array(a) for a in part))
             else:

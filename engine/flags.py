@@ -4,7 +4,9 @@ objects and config.py, never from here. Registries are read when the parser is b
 operations, attacks and architectures registered before that (e.g. by `--import MODULE`)
 are choices like the built-in ones."""
 import argparse
+import contextlib
 import dataclasses
+import math
 import typing
 
 from attacker import ATTACKS, LOSSES, PGD, build_attack, canonical_attack, parse_attack, setting_names
@@ -13,6 +15,7 @@ from data.augment import TRAIN_AUGMENTATIONS
 from nets import ARCHITECTURES, DENOISE_OPS, BuildOptions, build_spec, resolve_data_format
 from nets.architectures import DEPTH_BLOCKS, PLACEMENTS, STEMS
 from nets.options import COMPUTE_DTYPES, FORMULATIONS
+from ranges import SettingError
 
 from .model import AttackExecution
 
@@ -25,6 +28,41 @@ def int_tuple(text):
     if not values or min(values) < 0:
         raise argparse.ArgumentTypeError("expected non-negative integers, got '{}'".format(text))
     return values
+
+
+def at_least(minimum):
+    """An argparse type: an integer >= minimum, or an error that says so."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError("expected an integer >= {}, got '{}'".format(minimum, text))
+        return value
+    return parse
+
+
+def seconds(text):
+    """An argparse type: a finite number of seconds >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError("expected a number of seconds >= 0, got '{}'".format(text))
+    return value
+
+
+def fraction(text):
+    """An argparse type: a number in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError("expected a fraction in [0, 1), got '{}'".format(text))
+    return value
 
 
 def schedule(text):
@@ -70,6 +108,9 @@ class FieldFlags:
             help_text = options.pop("help") + (" (default {})".format(default) if default is not None else "")
             group.add_argument(flag, dest=self.prefix + field, default=default, help=help_text, **options)
         return group
+
+    def flag_of(self, field):
+        return next((flag for flag, options in self.flags.items() if options["field"] == field), None)
 
     def values(self, args, given_only=False):
         values = {options["field"]: getattr(args, self.prefix + options["field"]) for options in self.flags.values()}
@@ -165,8 +206,21 @@ def add_attack_arguments(parser):
     EXECUTION_FLAGS.add_to(parser)
 
 
+@contextlib.contextmanager
+def naming_the_flag(flags, option=None):
+    """A setting out of range (ranges.SettingError) reported with the flag that set it: one of
+    `flags` (a FieldFlags), else `option` (e.g. "--attack-option"), KEY=VALUE style."""
+    try:
+        yield
+    except SettingError as error:
+        flag = flags.flag_of(error.setting)
+        hint = flag or ("{} {}=..".format(option, error.setting) if option else None)
+        raise SettingError("{} ({})".format(error.args[0], hint) if hint else error.args[0], error.setting) from None
+
+
 def spec_from_args(args):
-    return build_spec(args.arch, args.depth, **ARCH_FLAGS.values(args))
+    with naming_the_flag(ARCH_FLAGS):
+        return build_spec(args.arch, args.depth, **ARCH_FLAGS.values(args))
 
 
 def build_options_from_args(args):
@@ -212,10 +266,11 @@ def attack_with_iterations(name, iterations, settings, iterations_given=True):
     and every given setting; iterations that were not given are only offered to the attack."""
     if iterations == 0:
         return build_attack("clean")
-    if iterations is None:
-        return build_attack(name, settings, required=settings)
-    return build_attack(name, dict(settings, iterations=iterations),
-                        required=list(settings) + (["iterations"] if iterations_given else []))
+    with naming_the_flag(ATTACK_FLAGS, option="--attack-option"):
+        if iterations is None:
+            return build_attack(name, settings, required=settings)
+        return build_attack(name, dict(settings, iterations=iterations),
+                            required=list(settings) + (["iterations"] if iterations_given else []))
 
 
 def eval_attacks_from_args(args):
@@ -257,7 +312,8 @@ def recipe_from_args(args, batch_per_gpu):
                              "for --eval".format(",".join(map(str, args.attack_iter))))
         iterations = args.attack_iter[0]
     fields.update(batch_per_gpu=batch_per_gpu, attack_iterations=iterations, attack=args.attack or PUBLISHED.attack)
-    return dataclasses.replace(PUBLISHED, **fields)
+    with naming_the_flag(RECIPE_FLAGS):
+        return dataclasses.replace(PUBLISHED, **fields)
 
 
 def preset_flags(name):
@@ -267,11 +323,29 @@ def preset_flags(name):
 
 
 def apply_preset(args):
-    """Give the flags of --preset that the command line left unset their preset values."""
+    """Give the flags of --preset that the command line left unset their preset values; returns
+    {flag: {"preset": its value, "used": the given one}} for the settings the command line changed
+    (then the run is not the preset's protocol, and its records do not carry the preset's name)."""
     if getattr(args, "preset", None) is None:
-        return
+        return {}
     if not args.eval:
         raise ValueError("--preset {} is an evaluation protocol: use it with --eval".format(args.preset))
+    changed = {}
     for dest, value in PRESETS[args.preset].items():
-        if getattr(args, dest) is None:
+        given = getattr(args, dest)
+        if given is None:
             setattr(args, dest, value)
+        elif given != value:
+            used = "the images of --eval-list {}".format(args.eval_list) if dest == "eval_images" and \
+                getattr(args, "eval_list", None) else given
+            changed["--" + dest.replace("_", "-")] = dict(preset=value, used=used)
+    default = build_attack(args.attack)
+    for key, value in attack_settings(args, args.attack).items():
+        preset_sets_it = ATTACK_FLAGS.prefix + key in PRESETS[args.preset]
+        if key != "seed" and not preset_sets_it and value != getattr(default, key):
+            flag = ATTACK_FLAGS.flag_of(key) or "--attack-option " + key
+            changed[flag] = dict(preset=getattr(default, key), used=value)
+    if args.attack_iter is not None:
+        changed["--attack-iter"] = dict(preset=getattr(default, "iterations", None),
+                                        used=",".join(map(str, args.attack_iter)))
+    return changed

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Optional
 
 from tensorpack import TrainConfig, launch_train_with_config, logger
-from tensorpack.callbacks import EstimatedTimeLeft, ScalarPrinter, ScheduledHyperParamSetter, TFEventWriter
+from tensorpack.callbacks import EstimatedTimeLeft, ScheduledHyperParamSetter
 from tensorpack.dataflow import ProxyDataFlow
 from tensorpack.input_source import QueueInput
 from tensorpack.tfutils.sessinit import SessionInit
@@ -32,9 +32,11 @@ from nets import BuildOptions
 from nets.checkpoint import load_weights, read_weights
 
 from . import tensorpack_compat
-from .callbacks import evaluation_callbacks
+from .callbacks import CountUnreadable, evaluation_callbacks
 from .model import AdversarialModel, AttackExecution
-from .resume import CheckpointAfterStats, ResumableJSONWriter, check_run_shape, newest_intact_checkpoint
+from .lock import LogdirLock
+from .resume import check_run_shape, resume_point
+from .saving import SaveFailed, SaveStatus, save_monitors
 from .watchdog import HangWatchdog
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,7 @@ class TrainJob:
     data_server: Optional[str] = None               # ZMQ address of `python -m tools.serve_data`
     max_checkpoints: int = 3
     hang_timeout: float = DEFAULTS.hang_timeout
+    max_unreadable_fraction: float = DEFAULTS.max_unreadable_fraction
 
 
 class TrainingFailed(RuntimeError):
@@ -98,45 +101,59 @@ def default_logdir(spec, arch, depth, recipe, attack, total_batch):
 
 
 def resolve_start(job, steps_per_epoch):
-    """(weights to load, starting epoch): --resume continues the log directory's newest intact
-    checkpoint; --load starts from given weights at --starting-epoch (1 by default)."""
-    found = newest_intact_checkpoint(job.logdir)
-    if job.resume:
-        if found is None:
-            log.info("--resume: no checkpoint in %s yet, starting from scratch", job.logdir)
-            return job.load, job.starting_epoch or 1
+    """[weights to load, starting epoch, whether that continues a checkpoint of this folder]:
+    --resume continues the log folder's newest intact checkpoint; --load starts from given
+    weights at --starting-epoch (1 by default). A start over an earlier run's checkpoints or
+    records is refused (engine.resume.resume_point)."""
+    found = resume_point(job.logdir, job.resume)
+    if found is not None:
         prefix, step = found
         epoch = step // steps_per_epoch + 1
         log.info("resuming from %s at epoch %d", prefix, epoch)
-        return prefix, epoch
-    if found is not None and job.load is None:
-        raise ValueError("log directory {} already holds a training run ({}); pass --resume to continue it, "
-                         "or --logdir to start a new one".format(job.logdir, os.path.basename(found[0])))
+        return [prefix, epoch, True]
     starting_epoch = job.starting_epoch or 1
     if job.load and starting_epoch == 1 and not job.load.endswith(".npz"):
         step = int(read_weights(job.load).get("global_step", 0))
         if step:
             log.warning("%s was saved at step %d; training restarts the schedule at epoch 1 "
                         "(pass --starting-epoch to continue it)", job.load, step)
-    return job.load, starting_epoch
+    return [job.load, starting_epoch, False]
+
+
+def prepare_logdir(job, recipe, shape, lock):
+    """Rank 0: lock the log folder, decide where training starts, check and record the run's
+    shape, and send Tensorpack's log there. Returns [weights to load, starting epoch, resumed]."""
+    try:
+        os.makedirs(job.logdir, exist_ok=True)
+    except OSError as error:
+        raise SaveFailed("cannot create the log folder {}: {}".format(job.logdir, error.strerror)) from None
+    lock.acquire()
+    start = resolve_start(job, shape["steps_per_epoch"])
+    if start[1] <= recipe.epochs:
+        check_run_shape(job.logdir, shape, continuing=start[2])
+        logger.set_logger_dir(job.logdir, action="k")
+        tensorpack_compat.log_file_errors_once()
+    return start
 
 
 def training_stream(job, recipe, spec, world, classes):
-    """(this rank's checked training batches, steps per epoch): decoded here, or received from
-    `python -m tools.serve_data` at job.data_server (whose epoch is counted from job.data)."""
+    """(this rank's checked training batches, steps per epoch, its log of unreadable images or
+    None): decoded here, or received from `python -m tools.serve_data` at job.data_server
+    (whose epoch is counted from job.data)."""
+    unreadable = None
     if job.data_server:
         total = len(list_images(job.data, "train", classes))
         flow, source = receive_dataflow(job.data_server, timeout=DEFAULTS.data_server_timeout), job.data_server
     else:
         flow = build_train_dataflow(job.data, recipe.batch_per_gpu, image_size=spec.image_size, workers=job.workers,
                                     rank=world.rank, world_size=world.size, augmentation=recipe.augmentation,
-                                    classes=classes)
-        total, source = flow.total_images, os.path.join(job.data, "train")
+                                    classes=classes, max_unreadable_fraction=job.max_unreadable_fraction)
+        total, source, unreadable = flow.total_images, os.path.join(job.data, "train"), flow.corrupt_images
     steps = total // (recipe.batch_per_gpu * world.size)
     if steps < 1:
         raise DataError("{} training images in {} do not make one batch of {} on each of {} rank(s)".format(
             total, os.path.join(job.data, "train"), recipe.batch_per_gpu, world.size))
-    return CheckBatches(flow, spec.image_size, spec.num_classes, source), steps
+    return CheckBatches(flow, spec.image_size, spec.num_classes, source), steps, unreadable
 
 
 def train(spec, recipe, job, world, dataflow=None, extra_callbacks=()):
@@ -146,19 +163,29 @@ def train(spec, recipe, job, world, dataflow=None, extra_callbacks=()):
     """
     tensorpack_compat.install()
     classes = model_classes(job.data, spec.num_classes) if job.data else None
-    stream, steps = (dataflow, len(dataflow)) if dataflow is not None else \
+    stream, steps, unreadable = (dataflow, len(dataflow), None) if dataflow is not None else \
         training_stream(job, recipe, spec, world, classes)
     steps = world.agree(steps, "steps per epoch")
     stream = RecordFailure(stream)
     total_batch = recipe.batch_per_gpu * world.size
-    load, starting_epoch = resolve_start(job, steps)
-    if starting_epoch > recipe.epochs:
-        log.info("%s has finished all %d epochs already; nothing to train", job.logdir, recipe.epochs)
-        return job.logdir
-    check_run_shape(job.logdir, dict(batch_per_gpu=recipe.batch_per_gpu, ranks=world.size, total_batch=total_batch,
-                                     steps_per_epoch=steps), write=world.is_chief)
-    if world.is_chief:
-        logger.set_logger_dir(job.logdir, action="k")
+    shape = dict(batch_per_gpu=recipe.batch_per_gpu, ranks=world.size, total_batch=total_batch, steps_per_epoch=steps)
+    lock = LogdirLock(job.logdir)
+    try:
+        load, starting_epoch, _ = world.chief_does(lambda: prepare_logdir(job, recipe, shape, lock),
+                                                "preparing the log folder", share_result=True)
+        if starting_epoch > recipe.epochs:
+            log.info("%s has finished all %d epochs already; nothing to train", job.logdir, recipe.epochs)
+            return job.logdir
+        extra_callbacks = list(extra_callbacks) + ([CountUnreadable(unreadable, world.hvd)] if unreadable is not None else [])
+        run_training(spec, recipe, job, world, stream, steps, classes, load, starting_epoch, extra_callbacks)
+    finally:
+        lock.release()
+    return job.logdir
+
+
+def run_training(spec, recipe, job, world, stream, steps, classes, load, starting_epoch, extra_callbacks):
+    """Tensorpack's training loop from `starting_epoch`, `load` loaded first; raises when it stopped early."""
+    total_batch = recipe.batch_per_gpu * world.size
     lr_schedule = recipe.lr_schedule(total_batch)
     model = AdversarialModel(spec, job.options, job.attack, recipe, learning_rate=lr_schedule[0][1],
                              execution=job.execution)
@@ -167,6 +194,7 @@ def train(spec, recipe, job, world, dataflow=None, extra_callbacks=()):
     warmup = recipe.warmup_schedule(total_batch, steps)
     if warmup:
         callbacks.append(ScheduledHyperParamSetter("learning_rate", warmup, interp="linear", step_based=True))
+    status = SaveStatus(job.logdir, last_checkpoint=load if load and load.startswith(job.logdir) else None)
     if job.data and job.eval_attacks:
         check_readable(job.data, "val", classes, world.rank, world.size, job.workers, progress=world.is_chief)
         callbacks += evaluation_callbacks(
@@ -174,9 +202,9 @@ def train(spec, recipe, job, world, dataflow=None, extra_callbacks=()):
             make_dataflow=lambda: build_eval_dataflow(job.data, recipe.batch_per_gpu, image_size=spec.image_size,
                                                       workers=job.workers, shard_index=world.rank,
                                                       num_shards=world.size, classes=classes),
-            logdir=job.logdir if world.is_chief else None, model=dict(logdir=job.logdir, spec=spec.__dict__))
-    monitors = [TFEventWriter(), ResumableJSONWriter(), ScalarPrinter(),
-                CheckpointAfterStats(max_to_keep=job.max_checkpoints, checkpoint_dir=job.logdir)]
+            logdir=job.logdir if world.is_chief else None, model=dict(logdir=job.logdir, spec=spec.__dict__),
+            status=status)
+    monitors = save_monitors(status, job.logdir, job.max_checkpoints, world.is_chief, world.hvd)
     config = TrainConfig(
         model=model, data=QueueInput(stream), callbacks=callbacks, monitors=monitors, steps_per_epoch=steps,
         max_epoch=recipe.epochs, starting_epoch=starting_epoch,
@@ -191,7 +219,6 @@ def train(spec, recipe, job, world, dataflow=None, extra_callbacks=()):
              job.logdir, total_batch, world.size, steps, starting_epoch, recipe.epochs, job.attack.label)
     launch_train_with_config(config, trainer)
     raise_if_failed(stream, trainer.loop.global_step, recipe.epochs * steps, job.logdir)
-    return job.logdir
 
 
 def raise_if_failed(stream, step, last_step, logdir):

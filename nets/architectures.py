@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 from config import DEFAULTS
+from ranges import check_settings, integer_setting, setting
 
 from .backbone import BACKBONES
 from .denoise import DENOISE_OPS
@@ -26,31 +27,31 @@ PLACEMENTS = ("none", "group", "block")         # where denoising blocks go
 @dataclass(frozen=True)
 class ArchSpec:
     """Everything that determines the graph. Defaults: ImageNet ResNet-50."""
-    blocks: Tuple[int, ...] = DEPTH_BLOCKS[50]
-    widths: Tuple[int, ...] = (64, 128, 256, 512)   # bottleneck width of each group
-    expansion: int = 4                              # output channels = width * expansion
-    cardinality: int = 1                            # groups of the 3x3 conv (ResNeXt: 32)
-    bottleneck_multiplier: int = 1                  # inner width = width * this (ResNeXt 32x8d: 4)
-    stem: str = "imagenet"
-    stem_width: int = 64
+    blocks: Tuple[int, ...] = integer_setting(DEPTH_BLOCKS[50], minimum=1)
+    widths: Tuple[int, ...] = integer_setting((64, 128, 256, 512), minimum=1)   # bottleneck width of each group
+    expansion: int = integer_setting(4, minimum=1)               # output channels = width * expansion
+    cardinality: int = integer_setting(1, minimum=1)             # groups of the 3x3 conv (ResNeXt: 32)
+    bottleneck_multiplier: int = integer_setting(1, minimum=1)   # inner width = width * this (ResNeXt 32x8d: 4)
+    stem: str = setting("imagenet", choices=STEMS)
+    stem_width: int = integer_setting(64, minimum=1)
     denoise_op: Optional[str] = None
-    denoise_placement: str = "none"                 # none | group | block
-    denoise_window: int = 3
-    num_classes: int = 1000
-    image_size: int = DEFAULTS.image_size
+    denoise_placement: str = setting("none", choices=PLACEMENTS)    # none | group | block
+    denoise_window: int = integer_setting(3, minimum=1)
+    num_classes: int = integer_setting(1000, minimum=2)
+    image_size: int = integer_setting(DEFAULTS.image_size, minimum=1)
     backbone: str = "resnet"                        # a name in nets.backbone.BACKBONES
 
     def __post_init__(self):
         if self.num_classes < 2:
             raise ValueError("a classifier needs at least 2 classes, got --num-classes {}".format(self.num_classes))
+        check_settings(self, "architecture")
         if len(self.widths) != len(self.blocks):
             raise ValueError("widths {} and blocks {} must have one entry per group".format(
                 self.widths, self.blocks))
-        if self.stem not in STEMS:
-            raise ValueError("stem must be one of {}, got '{}'".format(STEMS, self.stem))
-        if self.denoise_placement not in PLACEMENTS:
-            raise ValueError("denoise placement must be one of {}, got '{}'".format(
-                PLACEMENTS, self.denoise_placement))
+        uneven = [w * self.bottleneck_multiplier for w in self.widths if w * self.bottleneck_multiplier % self.cardinality]
+        if uneven:
+            raise ValueError("architecture: the grouped 3x3 conv splits width x bottleneck_multiplier into cardinality "
+                             "{} groups, which does not divide {}".format(self.cardinality, uneven[0]))
         if self.denoise_placement != "none":
             if self.denoise_op is None:
                 raise ValueError("denoise placement '{}' needs a denoising operation (--denoise-op)".format(

@@ -2,6 +2,7 @@
 import os
 import subprocess
 import sys
+import time
 
 import cv2
 import numpy as np
@@ -36,18 +37,38 @@ def environment():
     return dict(os.environ, CUDA_VISIBLE_DEVICES="", PYTHONPATH=ROOT)
 
 
-def main_py(*args, ranks=1, wait=True, timeout=600):
-    """(exit code, stdout + stderr) of main.py; with wait=False the running Popen."""
+def main_py(*args, ranks=1, wait=True, timeout=600, cwd=ROOT):
+    """(exit code, stdout + stderr) of main.py run in `cwd`; with wait=False the running Popen."""
     if not wait:
-        return subprocess.Popen(command(args, ranks), cwd=ROOT, env=environment(), stdout=subprocess.PIPE,
+        return subprocess.Popen(command(args, ranks), cwd=cwd, env=environment(), stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
-    done = subprocess.run(command(args, ranks), cwd=ROOT, env=environment(), capture_output=True, text=True,
+    done = subprocess.run(command(args, ranks), cwd=cwd, env=environment(), capture_output=True, text=True,
                           timeout=timeout)
     return done.returncode, done.stdout + done.stderr
 
 
-def main_py_stderr(*args, ranks=1, timeout=600):
-    """(exit code, stdout, stderr) of main.py, kept apart."""
-    done = subprocess.run(command(args, ranks), cwd=ROOT, env=environment(), capture_output=True, text=True,
+def main_py_stderr(*args, ranks=1, timeout=600, cwd=ROOT):
+    """(exit code, stdout, stderr) of main.py run in `cwd`, kept apart."""
+    done = subprocess.run(command(args, ranks), cwd=cwd, env=environment(), capture_output=True, text=True,
                           timeout=timeout)
     return done.returncode, done.stdout, done.stderr
+
+
+def wait_for_file(path, process, timeout=300):
+    """Wait until `path` exists while `process` (a Popen) runs; AssertionError if it ends first."""
+    deadline = time.time() + timeout
+    while not os.path.exists(path):
+        assert process.poll() is None, "the run ended before {} appeared: {}".format(path, process.stdout.read()[-3000:])
+        assert time.time() < deadline, "{} did not appear within {} s".format(path, timeout)
+        time.sleep(0.02)
+
+
+def finish(process, timeout=600):
+    """(exit code, output) of a Popen from main_py(wait=False); killed if it outlives `timeout`."""
+    try:
+        out, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, _ = process.communicate()
+        raise AssertionError("the run did not end within {} s: {}".format(timeout, out[-3000:]))
+    return process.returncode, out

@@ -87,7 +87,7 @@ def test_zero_iterations_return_the_clean_image(trained):
     result, images, labels = run_attack(trained, attacker)
     np.testing.assert_array_equal(result.adversarial, images)
     assert not result.hit.any()
-    with pytest.raises(ValueError, match="at least 1 iteration"):
+    with pytest.raises(ValueError, match="iterations must be an integer >= 1, got 0"):
         PGD(0)
 
 

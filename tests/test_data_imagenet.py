@@ -211,3 +211,21 @@ def test_ambiguous_and_empty_val(tmp_path):
     os.makedirs(os.path.join(other, "val"))
     with pytest.raises(DataError, match="no validation data"):
         list_images(other, "val")
+
+
+@pytest.mark.parametrize("layout", ["folders", "flat"])
+def test_classes_absent_from_val_are_named_in_a_warning(tmp_path, layout, caplog):
+    root = str(tmp_path / "imagenet")
+    make_tree(root, val_counts=(3, 0, 2), val_layout=layout)
+    with caplog.at_level("WARNING"):
+        items = list_images(root, "val")
+        list_images(root, "val")
+    assert len(items) == 5
+    message = "1 of the 3 classes have no image in {}: {}; the evaluation does not measure them".format(
+        os.path.join(root, "val"), CLASSES[1])
+    assert caplog.text.count(message) == 1                   # said once, however often the folder is listed
+    caplog.clear()
+    make_tree(str(tmp_path / "whole"), val_layout=layout)
+    with caplog.at_level("WARNING"):
+        list_images(str(tmp_path / "whole"), "val")
+    assert "have no image" not in caplog.text

@@ -1,6 +1,7 @@
 """Augmentations and the train/eval dataflows: shapes, dtypes, order, shards, corrupt files."""
 import logging
 import os
+import re
 
 import numpy as np
 import pytest
@@ -106,18 +107,25 @@ def test_train_rank_flows_read_their_shard(tree):
         build_train_dataflow(tree, 8, 16, workers=0, rank=0, world_size=3)
 
 
-def test_train_skips_and_counts_a_corrupt_image(tree, caplog):
+def test_train_skips_and_counts_a_corrupt_image_up_to_the_limit(tree, caplog):
     bad = os.path.join(tree, "train", CLASSES[1], "broken.JPEG")
     open(bad, "wb").write(b"not a jpeg at all")
-    flow = build_train_dataflow(tree, batch_size=4, image_size=16, workers=0)
+    flow = build_train_dataflow(tree, batch_size=4, image_size=16, workers=0, max_unreadable_fraction=0.1)
     flow.reset_state()
     stream = iter(flow)
     with caplog.at_level(logging.WARNING):
         for _ in range(len(flow) * 3):
             images, _ = next(stream)
             assert images.shape == (4, 16, 16, 3)
-    assert flow.corrupt_images.count >= 1 and flow.corrupt_images.paths[0] == bad
-    assert bad in caplog.text
+    assert flow.corrupt_images.count >= 2 and flow.corrupt_images.paths == [bad]     # skipped each pass, one file
+    assert caplog.text.count(bad) == 1                                                # and said once
+    # the default limit, 0.1% of 16 images, is 0: the first unreadable image ends the stream
+    flow = build_train_dataflow(tree, batch_size=4, image_size=16, workers=0)
+    flow.reset_state()
+    with pytest.raises(DataError, match=r"1 of the 16 training images of rank 0 in .* could not be read, more than "
+                                        r"the 0 that --max-unreadable-fraction allows: " + re.escape(bad)):
+        for _ in range(len(flow) * 3):
+            next(iter(flow))
 
 
 def test_train_with_only_corrupt_images_fails_instead_of_hanging(tmp_path):
@@ -125,9 +133,9 @@ def test_train_with_only_corrupt_images_fails_instead_of_hanging(tmp_path):
     for k in range(3):
         os.makedirs(os.path.join(root, "train", "c"), exist_ok=True)
         open(os.path.join(root, "train", "c", "{}.jpg".format(k)), "wb").write(b"")
-    flow = build_train_dataflow(root, batch_size=2, image_size=16, workers=0)
+    flow = build_train_dataflow(root, batch_size=2, image_size=16, workers=0, max_unreadable_fraction=0.9)
     flow.reset_state()
-    with pytest.raises(DataError, match="in a row could not be read"):
+    with pytest.raises(DataError, match="3 of the 3 training images .* could not be read, more than the 2"):
         next(iter(flow))
 
 

@@ -2,6 +2,7 @@
 every rank, the same evaluation numbers at any batch size and rank count, a failure or a lost
 rank ends the whole job with a non-zero exit, and --resume continues it; also across two
 network namespaces on this machine, one rank in each."""
+import contextlib
 import importlib.util
 import json
 import os
@@ -15,7 +16,7 @@ import psutil
 import pytest
 
 from tests import multihost
-from tests.cli import ARCH, HOROVODRUN, ROOT, main_py, write_split
+from tests.cli import ARCH, HOROVODRUN, ROOT, main_py, wait_for_file, write_split
 
 pytestmark = [pytest.mark.horovod, pytest.mark.slow, pytest.mark.skipif(
     importlib.util.find_spec("horovod") is None or not os.path.exists(HOROVODRUN),
@@ -82,9 +83,12 @@ def test_a_failure_on_every_rank_ends_the_job_non_zero(tmp_path, data):
 
 
 def python_ranks(horovodrun):
-    """The main.py processes under a horovodrun process."""
-    return [p for p in psutil.Process(horovodrun.pid).children(recursive=True)
-            if any(part.endswith("main.py") for part in p.cmdline())]
+    """The main.py processes under a horovodrun process (not their image-decoding children)."""
+    def is_main(process):
+        with contextlib.suppress(psutil.Error):
+            return any(part.endswith("main.py") for part in process.cmdline())
+        return False
+    return [p for p in psutil.Process(horovodrun.pid).children(recursive=True) if is_main(p) and not is_main(p.parent())]
 
 
 def test_a_lost_rank_ends_the_job_and_resume_continues(tmp_path, data):
@@ -151,3 +155,51 @@ def test_two_hosts_in_network_namespaces_train_and_evaluate_like_one_process(tmp
     keys = ("images", "wrong_top1", "wrong_top5", "hits")
     hosts_record, one_record = (json.load(open(tmp_path / n)) for n in ("hosts.json", "one.json"))
     assert {k: hosts_record[k] for k in keys} == {k: one_record[k] for k in keys}
+
+
+def test_a_locked_log_folder_stops_every_rank_with_the_holder_named(tmp_path, data):
+    from engine.lock import LogdirLock
+    logdir = str(tmp_path / "run")
+    with LogdirLock(logdir):
+        code, out = main_py("--train", "--data", data, "--logdir", logdir, "--epochs", 1, "--batch", 8, *QUICK,
+                            ranks=2, timeout=600)
+    assert code != 0
+    holder = "is in use by another training run: pid {}".format(os.getpid())
+    assert "[0]<stderr>:error: log folder {} {}".format(logdir, holder) in out, out[-3000:]
+    assert "[1]<stderr>:error: rank 0 failed at preparing the log folder: log folder {} {}".format(
+        logdir, holder) in out, out[-3000:]
+
+
+def test_a_frozen_image_decoder_of_one_rank_does_not_keep_horovodrun_alive(tmp_path, data):
+    """One decoding process of rank 1 is stopped (SIGSTOP) once the training queues hold the
+    run's remaining batches: horovodrun still exits 0 when training has finished, and no
+    process of the job is left."""
+    logdir = str(tmp_path / "run")
+    job = main_py("--train", "--data", data, "--logdir", logdir, "--epochs", 3, "--batch", 8, "--workers", 2,
+                  *QUICK[2:], ranks=2, wait=False)
+    wait_for_file(os.path.join(logdir, "checkpoint"), job)
+    ranks = python_ranks(job)
+    decoders = psutil.Process(ranks[-1].pid).children()
+    assert len(ranks) == 2 and len(decoders) == 2
+    decoders[0].suspend()
+    everything = {p.pid: " ".join(p.cmdline()[:4]) for p in [psutil.Process(job.pid)] +
+                  psutil.Process(job.pid).children(recursive=True)}
+    try:
+        out, _ = job.communicate(timeout=300)          # before: no end while the decoder is frozen
+        deadline = time.time() + 10                    # processes being reaped
+        while time.time() < deadline and any(alive(pid) for pid in everything):
+            time.sleep(0.2)
+        left = {pid: line for pid, line in everything.items() if alive(pid)}
+    finally:
+        job.kill()
+        for pid in everything:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                psutil.Process(pid).kill()
+    assert job.returncode == 0 and "Training has finished!" in out, out[-3000:]
+    assert left == {}
+
+
+def alive(pid):
+    with contextlib.suppress(psutil.NoSuchProcess):
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    return False

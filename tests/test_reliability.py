@@ -13,7 +13,7 @@ import pytest
 import zmq
 
 import main
-from tests.cli import ARCH, ROOT, main_py, main_py_stderr, write_split
+from tests.cli import ARCH, ROOT, finish, main_py, main_py_stderr, wait_for_file, write_split
 from tests.data_tree import free_tcp_address
 from tests.test_training import data  # noqa: F401  (the fixture: 40 training, 12 validation images)
 
@@ -46,6 +46,22 @@ def test_unreadable_training_images_fail_the_run(tmp_path, data):
     code, _, err = train(root, str(tmp_path / "run"))
     assert code != 0
     assert "training stopped at step 0 of 5" in err and "could not be read" in err
+
+
+def test_unreadable_training_images_are_skipped_and_counted_up_to_the_limit(tmp_path, data):
+    """README: skipped with a warning naming each, counted in stats.json, up to
+    --max-unreadable-fraction of a rank's images; beyond it (the default allows none of 40) the
+    run fails at the first one."""
+    root = copy_tree(data, tmp_path / "data")
+    empty = os.path.join(root, "train", "class1", "0.jpg")
+    open(empty, "wb").close()                                    # a 0-byte file, as a failed copy leaves
+    code, _, err = train(root, str(tmp_path / "strict"))
+    assert code != 0 and "1 of the 40 training images of rank 0 in {} could not be read, more than the 0 that " \
+                         "--max-unreadable-fraction allows: {}".format(os.path.join(root, "train"), empty) in err
+    code, out, err = train(root, str(tmp_path / "lenient"), 2, "--max-unreadable-fraction", 0.05)
+    assert code == 0, err[-3000:]
+    assert (out + err).count("skipping unreadable training image {}".format(empty)) == 1
+    assert [r["unreadable_train_images"] for r in stats(str(tmp_path / "lenient"))] == [1, 1]
 
 
 def push_forever(address, frames, stop):
@@ -203,7 +219,7 @@ def test_a_corrupt_validation_image_fails_training_before_the_first_step(tmp_pat
 @pytest.mark.parametrize("value", ["nan", "inf", "-1"])
 def test_a_nonsense_epsilon_is_refused(value, capsys):
     assert main.main(["--eval", "--data", "/tmp", "--load", "w.npz", "--attack-epsilon", value]) == 2
-    assert "attack epsilon must be a positive finite number" in capsys.readouterr().err
+    assert "attack pgd: epsilon must be a number in (0, 255] on the 0..255 scale" in capsys.readouterr().err
 
 
 def test_eval_reads_every_format_that_the_black_box_mode_reads(tmp_path):
@@ -244,6 +260,38 @@ def test_training_evaluates_in_float32_and_writes_the_robustness_curve(tmp_path,
 
 
 # ---------------------------------------------------------------- a hang ends the process
+
+def test_the_watchdog_ends_an_evaluation_that_makes_no_progress(tmp_path, data):
+    weights = str(tmp_path / "w.npz")
+    save_random_weights(weights)
+    started = time.time()
+    code, _, err = main_py_stderr("--import", "tests.hang_plugin", "--eval", "--data", data, "--load", weights,
+                                  "--attack", "hang", "--hang-timeout", 15, "--workers", 0, *ARCH, timeout=300)
+    assert code == 3 and re.search(r"error: evaluation made no progress for \d+ s \(--hang-timeout 15\)", err), err[-3000:]
+    assert "engine/evaluate.py" in err and time.time() - started < 120      # the stacks, of the stuck evaluation
+
+
+def test_a_frozen_image_decoder_does_not_keep_a_finished_run_alive(tmp_path, data):
+    """One of the two decoding processes is stopped (SIGSTOP) once the training queue holds the
+    run's remaining batches; the run still ends when training has finished, and no process of
+    it is left (before: Tensorpack joined the frozen worker at exit, for ever)."""
+    import psutil
+    logdir = str(tmp_path / "run")
+    process = main_py("--train", "--data", data, "--logdir", logdir, "--epochs", 3, *QUICK[:2], "--workers", 2,
+                      *QUICK[4:], wait=False)
+    wait_for_file(os.path.join(logdir, "checkpoint"), process)
+    decoders = psutil.Process(process.pid).children()
+    assert len(decoders) == 2
+    decoders[0].suspend()
+    try:
+        code, out = finish(process, timeout=300)
+        assert code == 0 and "Training has finished!" in out, out[-3000:]
+        assert not decoders[0].is_running() or decoders[0].status() == psutil.STATUS_ZOMBIE
+    finally:
+        for decoder in decoders:
+            if decoder.is_running():
+                decoder.kill()
+
 
 def test_the_watchdog_ends_a_process_that_makes_no_progress():
     script = "from engine import watchdog; import time; watchdog.start(1.0); time.sleep(30)"
