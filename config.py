@@ -81,8 +81,8 @@ PUBLISHED = Recipe()
 @dataclass(frozen=True)
 class Defaults:
     """Defaults of the command-line tools that are not part of the recipe."""
-    eval_attack: str = "pgd"                # --eval's attack: the paper's targeted PGD ...
-    eval_attack_iterations: int = 10        # ... with 10 iterations, its headline evaluation
+    eval_attack: str = "pgd"                # --eval's attack: the paper's targeted PGD (PGD-10 by default)
+    attack_epsilon: float = 16.0            # every attack's default L-inf budget, 0..255 scale (paper Sec. 6.1)
     image_size: int = 224                   # the network input, the training crop
     max_workers: int = 32                   # image decoding: the CPU count, at most this many
     data_server_hwm: int = 50               # ZMQ high-water mark of the data server, in batches

@@ -8,9 +8,7 @@
 `--import MODULE` (repeatable) imports a module first, so that the denoising operations,
 attacks and architectures it registers can be named like the built-in ones.
 """
-import argparse
 import dataclasses
-import importlib
 import logging
 import os
 import sys
@@ -19,66 +17,9 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def import_plugins(argv):
-    """Import every `--import MODULE` of argv (before the parser reads the registries)."""
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--import", dest="modules", action="append", default=[])
-    for module in pre.parse_known_args(argv)[0].modules:
-        importlib.import_module(module)
-
-
-def build_parser():
-    from config import DEFAULTS, PRESETS, PUBLISHED
-    from engine.flags import (RECIPE_FLAGS, add_attack_arguments, add_model_arguments, at_least, fraction, preset_flags,
-                              seconds)
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    mode = parser.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--train", action="store_true", help="adversarial training (Horovod under horovodrun)")
-    mode.add_argument("--eval", action="store_true", help="white-box evaluation of the validation set")
-    mode.add_argument("--eval-directory", metavar="DIR",
-                      help="black-box mode: classify every image in DIR, write filename,label lines")
-    parser.add_argument("--import", dest="modules", action="append", default=[], metavar="MODULE",
-                        help="import MODULE first (it may register operations, attacks, architectures)")
-    parser.add_argument("--data", help="ImageNet-layout root: train/<class>/, val/<class>/ or val/ + val.txt")
-    parser.add_argument("--batch", type=at_least(1), default=PUBLISHED.batch_per_gpu,
-                        help="images per batch and process (per GPU in training; default %(default)s)")
-    parser.add_argument("--workers", type=at_least(0), default=DEFAULTS.workers(),
-                        help="image decoding processes/threads per rank (default: the CPU count, %(default)s)")
-    add_model_arguments(parser)
-    add_attack_arguments(parser)
-    RECIPE_FLAGS.add_to(parser)
-    training = parser.add_argument_group("training")
-    training.add_argument("--logdir", help="log and checkpoint directory (default: named after the settings)")
-    training.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --logdir")
-    training.add_argument("--starting-epoch", type=at_least(1), help="epoch to start at when --load gives a checkpoint")
-    training.add_argument("--max-unreadable-fraction", type=fraction, default=DEFAULTS.max_unreadable_fraction,
-                          metavar="F", help="skip unreadable training images (each logged, counted in stats.json) up "
-                                            "to this fraction of a rank's images, fail beyond it (default %(default)g)")
-    training.add_argument("--data-server", metavar="ADDR",
-                          help="receive training batches from 'python -m tools.serve_data' at this ZMQ address")
-    parser.add_argument("--hang-timeout", type=seconds, default=DEFAULTS.hang_timeout, metavar="SECONDS",
-                        help="a rank with no training step or evaluation batch for this long prints its stacks "
-                             "and exits with code 3, so a stuck job ends (0: never; default %(default)g)")
-    evaluation = parser.add_argument_group("evaluation")
-    evaluation.add_argument("--result-file", help="write the metrics and settings as JSON")
-    evaluation.add_argument("--preset", choices=sorted(PRESETS),
-                            help="a named protocol: sets its flags where not given ({})".format(
-                                "; ".join("{}: {}".format(name, preset_flags(name)) for name in sorted(PRESETS))))
-    evaluation.add_argument("--eval-images", type=at_least(1), metavar="N",
-                            help="evaluate a fixed subset of N validation images, drawn with --eval-subset-seed")
-    evaluation.add_argument("--eval-subset-seed", type=at_least(0), default=0, help="seed of --eval-images (default 0)")
-    evaluation.add_argument("--eval-list", metavar="FILE",
-                            help="evaluate only the validation images FILE lists (one path relative to val/ per "
-                                 "line, e.g. RobustBench's ImageNet subset)")
-    blackbox = parser.add_argument_group("black-box mode")
-    blackbox.add_argument("--prediction-file", default="predictions.txt")
-    blackbox.add_argument("--logits-file", help="also write the logits, float32 [images, classes] (.npy)")
-    return parser
-
-
 def run_train(args, parser):
     from engine.distributed import init_world
-    from engine.flags import (build_options_from_args, execution_from_args, recipe_from_args, schedule_attacks,
+    from flags import (build_options_from_args, execution_from_args, recipe_from_args, schedule_attacks,
                               spec_from_args, training_attack_from_args)
     from engine.train import TrainJob, default_logdir, train
     if not args.data:
@@ -107,7 +48,7 @@ def run_eval(args, parser):
         parser.error("--eval needs --data (the root holding val/)")
     from engine.distributed import init_world
     from engine.evaluate import point_record, print_result, print_stages, print_table, result_record, write_json
-    from engine.flags import eval_attacks_from_args, preset_flags, spec_from_args
+    from flags import eval_attacks_from_args, preset_flags, spec_from_args
     from data import evaluation_subset, list_images, model_classes
     world = init_world()
     if args.preset and world.is_chief:
@@ -144,7 +85,7 @@ def run_eval(args, parser):
 def evaluated_model(args, spec, subset):
     """The result file's "model": the weights, architecture, images and every execution setting;
     the preset's name only when all its settings were kept (else what changed)."""
-    from engine.flags import build_options_from_args, execution_from_args
+    from flags import build_options_from_args, execution_from_args
     images = "all of val" if subset is None else dict(
         subset_size=len(subset), subset_seed=None if args.eval_list else args.eval_subset_seed, list=args.eval_list)
     model = dict(arch=args.arch, depth=args.depth, load=args.load, spec=dataclasses.asdict(spec), images=images,
@@ -163,7 +104,7 @@ def evaluate_attack(args, spec, world, attack, classes, subset):
     same at any batch size and rank count."""
     from data import build_eval_dataflow
     from engine.evaluate import evaluate
-    from engine.flags import build_options_from_args, execution_from_args
+    from flags import build_options_from_args, execution_from_args
     from engine.predictor import Predictor
     dataflow = build_eval_dataflow(args.data, args.batch, image_size=spec.image_size, workers=args.workers,
                                    shard_index=world.rank, num_shards=world.size, classes=classes, subset=subset)
@@ -180,8 +121,8 @@ def evaluate_attack(args, spec, world, attack, classes, subset):
 
 
 def run_eval_directory(args, parser):
-    from engine.blackbox import classify_files, list_image_files, write_predictions
-    from engine.flags import build_options_from_args, spec_from_args
+    from engine.classify_folder import classify_files, list_image_files, write_predictions
+    from flags import build_options_from_args, spec_from_args
     from engine.predictor import Predictor
     if not args.load:
         parser.error("--eval-directory needs --load W.npz (the weights to classify with)")
@@ -196,24 +137,13 @@ def run_eval_directory(args, parser):
         len(names), args.prediction_file, " and logits to " + args.logits_file if args.logits_file else ""))
 
 
-def check_eval_subset(args, parser):
-    if args.eval_images is not None and args.eval_list:
-        parser.error("give --eval-images or --eval-list, not both")
-    if args.eval_list and args.preset:      # the list replaces the preset's drawn subset
-        args.eval_images = 0
-
-
 def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     argv = sys.argv[1:] if argv is None else list(argv)
     from data.errors import DataError
-    from engine.flags import apply_preset
+    from flags import parse
     try:
-        import_plugins(argv)
-        parser = build_parser()
-        args = parser.parse_args(argv)
-        check_eval_subset(args, parser)
-        args.preset_changes = apply_preset(args)
+        parser, args = parse(argv, __doc__)
         if args.train:
             run_train(args, parser)         # its watchdog runs from the first training step
         else:

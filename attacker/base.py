@@ -1,17 +1,16 @@
 """The attack interface: what an attack receives, what it returns, and the registry.
 
-An attack is a registered name plus settings (the fields of its dataclass). It receives
-images, labels and a `Model`, the network as far as an attacker may see it, and never
-knows which network that is. Evaluation schedules, progress bars, result records and
-monitor names all derive from the attack's `label` (e.g. "PGD-10"), so a new attack is one
-module with one `@register_attack(name)` line (docs/ARCHITECTURE.md).
-"""
+An attack is a registered name plus settings (its dataclass fields); it receives images, labels and a `Classifier`,
+never knowing which network that is. All it shows derives from its `label` (e.g. "PGD-10"), so a new attack is one
+module with one `@register_attack(name)` line (docs/ARCHITECTURE.md). An attack's `success`: the image *reached its
+target* (the prediction is the target class; targeted) or is *misclassified* (not its label; untargeted)."""
 import dataclasses
 from dataclasses import dataclass
 from typing import Callable, NamedTuple, Optional
 
 import tensorflow as tf
 
+from config import DEFAULTS
 from nets.registry import Registry
 from ranges import check_settings, integer_setting, setting
 
@@ -19,16 +18,12 @@ ATTACKS = Registry("attack")
 
 
 @dataclass(frozen=True)
-class Model:
-    """The network as an attacker sees it. Images are float32 [B, H, W, 3] in [0, 255]; BN
-    runs in inference mode and its statistics are never updated.
-
-    `logits` is the exact float32 model: every outcome an attack reports uses it.
-    `step_logits` may be a faster version of the same function (half precision, BN folded)
-    for an attack's inner steps; `compile(fn, inputs)` runs an attack's loop (directly, or
-    as one XLA computation); `gradient_scale` multiplies a loss before its gradient is taken
-    (float16 steps, so that small gradients do not underflow; a positive scale changes no sign).
-    """
+class Classifier:
+    """The network as an attacker sees it; images are float32 [B, H, W, 3] in [0, 255], BN in inference mode. `logits`
+    is the exact float32 model: every outcome an attack reports uses it. `step_logits` may be a faster version (half
+    precision, BN folded) for the inner steps; `compile(fn, inputs)` runs an attack's loop (directly, or as one XLA
+    computation); `gradient_scale` multiplies a loss before its gradient (float16 steps; a positive scale changes no
+    sign)."""
     logits: Callable
     num_classes: int
     step_logits: Optional[Callable] = None
@@ -39,30 +34,54 @@ class Model:
         return (self.step_logits or self.logits)(image)
 
     def run_loop(self, fn, inputs):
-        return self.compile(fn, inputs) if self.compile else fn(*inputs)
+        """fn(*inputs), or its XLA computation; a single result comes back unwrapped."""
+        result = self.compile(fn, inputs) if self.compile else fn(*inputs)
+        return result[0] if isinstance(result, (list, tuple)) and len(result) == 1 else result
 
 
 class AttackResult(NamedTuple):
-    """Per image: the adversarial image, the target (the label for an untargeted attack),
-    whether the final image is classified correctly (top-1, top-5) and whether the attack
-    succeeded (`hit`)."""
+    """Per image: adversarial image, target (untargeted: the label), correct top-1 / top-5 (exact model), success."""
     adversarial: tf.Tensor
     target: tf.Tensor
     correct_top1: tf.Tensor
     correct_top5: tf.Tensor
-    hit: tf.Tensor
+    success: tf.Tensor
 
 
-def outcome(logits, label, target):
-    """(correct top-1, correct top-5, prediction == target) per image, as booleans."""
+def outcome(logits, label):
+    """(prediction, correct top-1, correct top-5) per image."""
     logits = tf.cast(logits, tf.float32)
     prediction = tf.argmax(logits, axis=1, output_type=tf.int32)
     correct_top5 = tf.nn.in_top_k(predictions=logits, targets=label, k=min(5, int(logits.shape[-1])))
-    return tf.equal(prediction, label), correct_top5, tf.equal(prediction, target)
+    return prediction, tf.equal(prediction, label), correct_top5
 
 
-def budget_setting(default):
-    """An epsilon or step size: positive, at most the whole 0..255 pixel range."""
+def targeted_result(adversarial, label, target, classifier):
+    """The AttackResult of a targeted attack's images on the exact model: a success when it reached its target."""
+    adversarial = tf.stop_gradient(adversarial)
+    prediction, correct_top1, correct_top5 = outcome(classifier.logits(adversarial), label)
+    return AttackResult(adversarial, target, correct_top1, correct_top5, tf.equal(prediction, target))
+
+
+def untargeted_result(adversarial, label, classifier):
+    """The AttackResult of an untargeted attack's images on the exact model: a success when misclassified."""
+    adversarial = tf.stop_gradient(adversarial)
+    _, correct_top1, correct_top5 = outcome(classifier.logits(adversarial), label)
+    return AttackResult(adversarial, label, correct_top1, correct_top5, ~correct_top1)
+
+
+def image_indices(label, index=None):
+    """The images' positions in the data set (int64), 0, 1, ... when not given."""
+    return tf.range(tf.shape(label, out_type=tf.int64)[0]) if index is None else tf.cast(index, tf.int64)
+
+
+def epsilon_ball(image, epsilon):
+    """(lower, upper): the L-inf ball of radius `epsilon` around `image`, within [0, 255]."""
+    return tf.maximum(image - epsilon, 0.0), tf.minimum(image + epsilon, 255.0)
+
+
+def budget_setting(default=DEFAULTS.attack_epsilon):
+    """An epsilon or step size: positive, at most the whole 0..255 pixel range (default: the paper's epsilon)."""
     return setting(default, minimum=0.0, maximum=255.0, exclusive_minimum=True, unit="on the 0..255 scale")
 
 
@@ -76,16 +95,8 @@ def seed_setting():
     return integer_setting(None, minimum=0, maximum=(1 << 31) - 1)
 
 
-def unless_empty(count, run, empty):
-    """`run()` when `count` (images to attack) is positive, else `empty()`. A run on "the images
-    still robust" meets an empty batch once every image is broken, and TensorFlow's CPU
-    convolutions fail on a batch of zero images."""
-    return tf.cond(count > 0, run, empty)
-
-
 class Attack:
-    """Base of the registered attacks (dataclasses). Subclasses implement `attack`; training
-    uses `perturb`, which by default is the adversarial image of `attack`."""
+    """Base of the registered attacks (dataclasses): subclasses implement `attack`; training uses `perturb`."""
     name = None                     # set by register_attack
     targeted = False
 
@@ -98,20 +109,18 @@ class Attack:
         """The attack's name in results and on the console, e.g. "PGD-10"."""
         return self.name
 
-    def attack(self, image, label, model, index=None):
-        """AttackResult for float32 images [B, H, W, 3] in [0, 255] and int32 labels [B];
-        `index` (int64 [B]), the images' positions in the data set, seeds per-image randomness."""
+    def attack(self, image, label, classifier, index=None):
+        """AttackResult for float32 images [B, H, W, 3] in [0, 255] and int32 labels [B]; `index` (int64 [B]), the
+        images' positions in the data set, seeds per-image randomness."""
         raise NotImplementedError
 
-    def perturb(self, image, label, model, index=None):
+    def perturb(self, image, label, classifier, index=None):
         """(adversarial image, target) for training: a constant for the weight update."""
-        result = self.attack(image, label, model, index)
+        result = self.attack(image, label, classifier, index)
         return tf.stop_gradient(result.adversarial), result.target
 
-    def components(self):
-        """The attacks this one runs in order, each only on the images every earlier one left
-        correctly classified (AutoAttack's protocol); an evaluation reports each one. A single
-        attack is its own only component."""
+    def stages(self):
+        """What an evaluation runs and reports: this attack, or a composite's stages in order (attacker/protocol.py)."""
         return [self]
 
 
@@ -129,11 +138,9 @@ def setting_names(name):
 
 
 def build_attack(name, settings=None, required=()):
-    """The attack `name` with the settings it has out of `settings` (shared settings such as
-    epsilon are offered to every attack); a name in `required` that the attack does not
-    have is an error that lists its settings."""
-    cls = ATTACKS.get(name)
-    known = setting_names(name)
+    """The attack `name` with the settings it has out of `settings` (shared ones such as epsilon are offered to every
+    attack); a name in `required` that the attack does not have is an error that lists its settings."""
+    cls, known = ATTACKS.get(name), setting_names(name)
     missing = [key for key in required if key not in known]
     if missing:
         raise ValueError("attack '{}' has no setting {}; its settings are: {}".format(
@@ -142,8 +149,7 @@ def build_attack(name, settings=None, required=()):
 
 
 def parse_attack(text):
-    """An attack named on the command line or in a schedule -> (name, settings):
-    "NAME" or "NAME@ITERATIONS"; a bare number N is the paper's PGD-N (0: clean images)."""
+    """An attack text -> (name, settings): NAME or NAME@ITERATIONS; a bare number N is the paper's PGD-N (0: clean)."""
     text = text.strip()
     if text.isdigit():
         return ("clean", {}) if int(text) == 0 else ("pgd", {"iterations": int(text)})
@@ -170,12 +176,11 @@ def monitor_key(attack):
 @register_attack("clean")
 @dataclass(frozen=True)
 class Clean(Attack):
-    """The clean "attack" (`--attack clean`, `--attack-iter 0`): the images themselves; the
-    target is the label and nothing counts as a success."""
+    """The clean "attack" (`--attack clean`, `--attack-iter 0`): the images; target = label, nothing is a success."""
 
-    def attack(self, image, label, model, index=None):
-        correct_top1, correct_top5, _ = outcome(model.logits(image), label, label)
+    def attack(self, image, label, classifier, index=None):
+        _, correct_top1, correct_top5 = outcome(classifier.logits(image), label)
         return AttackResult(image, label, correct_top1, correct_top5, tf.zeros_like(correct_top1))
 
-    def perturb(self, image, label, model, index=None):
+    def perturb(self, image, label, classifier, index=None):
         return image, label

@@ -1,26 +1,13 @@
-"""Per-image losses that an attack *minimises*."""
+"""The attack losses, one namespace for every attack and for `--attack-loss`: each is a per-image objective that the
+attack *maximises*, `loss(logits, label, target=None)`; untargeted (no target) it grows as the image moves away from
+its label, targeted as it moves towards the target.
+
+    ce    cross-entropy: of the label (untargeted), minus that of the target (targeted)
+    cw    the CW margin: max_{j != y} z_j - z_y, or z_t - max_{j != t} z_j
+    dlr   the difference of logits ratio (APGD, Sec. 4), untargeted or targeted"""
 import tensorflow as tf
 
-LOSSES = ("xent", "cw")
-
-
-def attack_loss(logits, label, target, loss, targeted):
-    """targeted: cross-entropy to the target, or the CW margin max_{j != t} z_j - z_t;
-    untargeted: minus the cross-entropy of the label, or z_y - max_{j != y} z_j."""
-    aim = target if targeted else label
-    if loss == "xent":
-        xent = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=aim, logits=logits)
-        return xent if targeted else -xent
-    aim_mask = tf.one_hot(aim, tf.shape(logits)[1], on_value=True, off_value=False, dtype=tf.bool)
-    aim_logit = tf.reduce_max(tf.where(aim_mask, logits, tf.fill(tf.shape(logits), -1e30)), axis=1)
-    best_other = tf.reduce_max(tf.where(aim_mask, tf.fill(tf.shape(logits), -1e30), logits), axis=1)
-    margin = best_other - aim_logit
-    return margin if targeted else -margin
-
-
-def cross_entropy(logits, label):
-    """Per-image cross-entropy of the label (APGD-CE maximises it)."""
-    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=label, logits=logits)
+LOSS_ALIASES = {"xent": "ce"}       # the earlier spelling of PGD's cross-entropy (--attack-loss xent)
 
 
 def _picked(logits, classes):
@@ -28,22 +15,31 @@ def _picked(logits, classes):
 
 
 def margin(logits, label):
-    """z_y - max_{j != y} z_j: positive while the image is classified correctly."""
+    """z_y - max_{j != y} z_j: positive while the image is classified as `label`."""
     others = tf.where(tf.one_hot(label, tf.shape(logits)[1]) > 0,
                       tf.fill(tf.shape(logits), tf.constant(-1e30, logits.dtype)), logits)
     return _picked(logits, label) - tf.reduce_max(others, axis=1)
 
 
-def dlr_loss(logits, label):
-    """Difference of logits ratio (APGD, Sec. 4), to maximise: -(z_y - max_{j != y} z_j) /
-    (z_pi1 - z_pi3 + 1e-12), z_pi the logits sorted in decreasing order. Invariant to shifting
-    and scaling the logits; positive once the image is misclassified."""
-    ranked = tf.sort(logits, axis=1, direction="DESCENDING")
-    return -margin(logits, label) / (ranked[:, 0] - ranked[:, 2] + 1e-12)
+def cross_entropy(logits, label, target=None):
+    if target is None:
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=label, logits=logits)
+    return -tf.nn.sparse_softmax_cross_entropy_with_logits(labels=target, logits=logits)
 
 
-def targeted_dlr_loss(logits, label, target):
-    """Targeted DLR (APGD, Sec. 4), to maximise: -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2 + 1e-12)."""
+def cw_margin(logits, label, target=None):
+    return -margin(logits, label) if target is None else margin(logits, target)
+
+
+def dlr(logits, label, target=None):
+    """-(z_y - max_{j != y} z_j) / (z_pi1 - z_pi3 + 1e-12), z_pi the logits in decreasing order; targeted:
+    -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2 + 1e-12). Invariant to shifting and scaling the logits; untargeted
+    it is positive once the image is misclassified."""
     ranked = tf.sort(logits, axis=1, direction="DESCENDING")
+    if target is None:
+        return -margin(logits, label) / (ranked[:, 0] - ranked[:, 2] + 1e-12)
     return -(_picked(logits, label) - _picked(logits, target)) / (
         ranked[:, 0] - (ranked[:, 2] + ranked[:, 3]) / 2.0 + 1e-12)
+
+
+LOSSES = {"ce": cross_entropy, "cw": cw_margin, "dlr": dlr}

@@ -1,6 +1,5 @@
-"""Random draws per image: a draw depends only on the seed, the image's index in the data set
-and what it is drawn for (a stream), so an image gets the same target and the same random
-start whatever the batch size and the number of ranks that evaluate the data set."""
+"""Random draws per image: a draw depends only on the seed, the image's index in the data set and what it is drawn
+for (a stream), so an image gets the same target and random start whatever the batch size and number of ranks."""
 import random
 
 import tensorflow as tf

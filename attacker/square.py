@@ -1,15 +1,11 @@
 """Square attack, L-inf (Andriushchenko, Croce, Flammarion, Hein, "Square Attack: a query-
 efficient black-box adversarial attack via random search", ECCV 2020, Sec. 3.1 and Alg. 1-2).
-
-Score-based: it reads the logits and never a gradient, so a model that hides its gradients
-(gradient masking) does not stop it; that is why AutoAttack includes it. Start: vertical
-stripes of +-epsilon (a random sign per column and channel). Each query changes one random
-square window to +-epsilon (a random sign per channel) and keeps the change when the margin
-z_y - max_{j != y} z_j falls; the window's side follows the schedule of p, the fraction of
-pixels changed, halved after queries 10, 50, 200, 500, 1000, 2000, 4000, 6000 and 8000 (of
-10000; rescaled to other budgets unless `rescale_schedule` is off, as in AutoAttack's
-standard version). Windows and signs are drawn per image from (seed, image index, query).
-"""
+Score-based: it reads the logits, never a gradient, so gradient masking does not stop it (hence its place in
+AutoAttack). Start: vertical stripes of +-epsilon (a random sign per column and channel). Each query sets one random
+square window to +-epsilon (a random sign per channel) and keeps it when the margin z_y - max_{j != y} z_j falls; the
+window's side follows p, the fraction of pixels changed, halved after queries 10, 50, 200, 500, 1000, 2000, 4000, 6000
+and 8000 (of 10000; rescaled to other budgets if `rescale_schedule`, off in AutoAttack's standard version). Windows
+and signs are drawn per image from (seed, image index, query)."""
 from dataclasses import dataclass
 from typing import Optional
 
@@ -17,7 +13,8 @@ import tensorflow as tf
 
 from ranges import setting
 
-from .base import Attack, AttackResult, budget_setting, count_setting, outcome, register_attack, seed_setting
+from .base import (Attack, budget_setting, count_setting, epsilon_ball, image_indices, register_attack, seed_setting,
+                   untargeted_result)
 from .losses import margin
 from .randomness import base_seed, uniform_per_image
 
@@ -27,10 +24,9 @@ HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 @register_attack("square")
 @dataclass(frozen=True)
 class Square(Attack):
-    """Untargeted L-inf Square attack; epsilon on the 0..255 scale; `queries` model evaluations
-    per image (the start included)."""
+    """Untargeted L-inf Square attack; epsilon on the 0..255 scale; `queries` model evaluations per image."""
     queries: int = count_setting(5000)
-    epsilon: float = budget_setting(16.0)
+    epsilon: float = budget_setting()
     p_init: float = setting(0.8, minimum=0.0, maximum=1.0, exclusive_minimum=True)
     rescale_schedule: bool = False
     seed: Optional[int] = seed_setting()
@@ -47,11 +43,11 @@ class Square(Attack):
         halvings = tf.reduce_sum(tf.cast(query > tf.constant(HALVINGS, tf.float32), tf.float32))
         return self.p_init / tf.pow(2.0, halvings)
 
-    def attack(self, image, label, model, index=None):
-        index = tf.range(tf.shape(label, out_type=tf.int64)[0]) if index is None else tf.cast(index, tf.int64)
+    def attack(self, image, label, classifier, index=None):
+        index = image_indices(label, index)
         seed = base_seed(self.seed)
         height, width, channels = (int(d) for d in image.shape[1:])
-        lower, upper = tf.maximum(image - self.epsilon, 0.0), tf.minimum(image + self.epsilon, 255.0)
+        lower, upper = epsilon_ball(image, self.epsilon)
         stripes = tf.sign(uniform_per_image(index, seed, 0, [1, width, channels], -1.0, 1.0))
         start = tf.clip_by_value(image + self.epsilon * stripes, lower, upper)
 
@@ -66,7 +62,7 @@ class Square(Attack):
                      ((cols >= corner[:, 1:]) & (cols < corner[:, 1:] + side))[:, None, :, None]
             signs = tf.where(draws[:, 2:] < 0.5, -1.0, 1.0)[:, None, None, :]
             candidate = tf.where(inside, tf.clip_by_value(image + self.epsilon * signs, lower, upper), best)
-            candidate_margin = margin(model.logits(candidate), label)
+            candidate_margin = margin(classifier.logits(candidate), label)
             better = (candidate_margin < best_margin) & (best_margin > 0)
             return (q + 1, tf.where(better[:, None, None, None], candidate, best),
                     tf.where(better, candidate_margin, best_margin))
@@ -74,11 +70,8 @@ class Square(Attack):
         def search(start):
             # stops early once every image is misclassified (nothing would change any more)
             _, best, _ = tf.while_loop(lambda q, _, m: (q < self.queries) & tf.reduce_any(m > 0), query,
-                                       (tf.constant(1), start, margin(model.logits(start), label)),
+                                       (tf.constant(1), start, margin(classifier.logits(start), label)),
                                        parallel_iterations=1, back_prop=False)
             return best
 
-        adversarial = tf.stop_gradient(model.run_loop(search, [start]))
-        adversarial = adversarial[0] if isinstance(adversarial, (list, tuple)) else adversarial
-        correct_top1, correct_top5, _ = outcome(model.logits(adversarial), label, label)
-        return AttackResult(adversarial, label, correct_top1, correct_top5, ~correct_top1)
+        return untargeted_result(classifier.run_loop(search, [start]), label, classifier)

@@ -40,7 +40,7 @@ class Config:
         return self.dtype + (" + folded BN" if self.fold else "") + (" + XLA" if self.xla else "")
 
     def execution(self):
-        from engine.model import AttackExecution
+        from engine.graphs import AttackExecution
         return AttackExecution(compute_dtype=self.dtype, fold_batch_norm=self.fold, xla=self.xla)
 
 
@@ -95,7 +95,7 @@ def evaluate_trained(args, spec, configs):
         counts = Counts()
         for images, labels, indices in batches:
             result = predictor.attack(images, labels, indices)
-            counts = counts + Counts.from_batch(result.correct_top1, result.correct_top5, result.hit)
+            counts = counts + Counts.from_result(result)
         return counts
     counts = {c: Counts() for c in configs}            # summed over the rounds: each pass draws new targets and starts
 
@@ -215,7 +215,7 @@ def traced_op_seconds(predictor, images, labels):
     import tensorflow as tf
     tf1 = tf.compat.v1
     metadata = tf1.RunMetadata()
-    predictor.session.run(predictor.attack_result, {predictor.images: images, predictor.labels: labels},
+    predictor.session.run(predictor.result, {predictor.images: images, predictor.labels: labels},
                           options=tf1.RunOptions(trace_level=tf1.RunOptions.FULL_TRACE), run_metadata=metadata)
     seconds = collections.Counter()
     for device in metadata.step_stats.dev_stats:

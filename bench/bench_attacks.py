@@ -54,7 +54,7 @@ def print_from_table(path):
 
 
 def main(argv=None):
-    from engine.flags import spec_from_args
+    from flags import spec_from_args
     first = argparse.ArgumentParser(add_help=False)
     first.add_argument("--from-table", metavar="JSON")
     known, rest = first.parse_known_args(argv)

@@ -1,7 +1,7 @@
 """A full adversarial training step: PGD-k attack (BN in inference mode), then SGD on the
 adversarial images, for ResNet-50, ResNetDenoise-50 and ResNeXtDenoiseAll-50 at 224x224.
 
-The graph is the one training uses (engine.model.AdversarialModel: attack, label-smoothed
+The graph is the one training uses (engine.graphs.AdversarialTraining: attack, label-smoothed
 loss, weight decay, Nesterov momentum, BN statistics updated), on one process, NHWC,
 float32, inputs held in variables (no data pipeline: see bench_data). Every configuration
 is timed in alternation with the others (rounds of A, B, C, ...), so the denoise overhead
@@ -40,7 +40,7 @@ def build_train_step(arch, depth, batch, iterations, formulation="fast", image_s
     from tensorpack.tfutils.tower import TowerContext
     from attacker import build_attack
     from config import PUBLISHED
-    from engine.model import AdversarialModel
+    from engine.graphs import AdversarialTraining
     from nets import BuildOptions
     tf1 = tf.compat.v1
     spec = model_spec(arch, depth, image_size)
@@ -55,7 +55,7 @@ def build_train_step(arch, depth, batch, iterations, formulation="fast", image_s
         attack = build_attack("pgd", dict(iterations=iterations)) if iterations else build_attack("clean")
         settings = BLOCKED if formulation == "blocked" else {}
         options = BuildOptions(formulation="fast" if formulation == "blocked" else formulation, **settings)
-        model = AdversarialModel(spec, options, attack, PUBLISHED, learning_rate=0.01)
+        model = AdversarialTraining(spec, options, attack, PUBLISHED, learning_rate=0.01)
         with TowerContext("", is_training=True):
             cost = model.build_graph(tf.identity(images), tf.identity(labels))
         train_op = model.optimizer().minimize(cost)

@@ -1,10 +1,9 @@
 """Train and eval augmentations (Tensorpack imgaug), uint8 BGR in, uint8 BGR out.
 
-docs/FACTS.md Sec. 5: training takes a random-size crop resized to 224 (cubic), colour jitter
-(brightness, contrast, saturation, lighting) in random order and a horizontal flip;
-evaluation resizes the shorter side to 256 (cubic) and centre-crops 224. This is the standard Tensorpack ImageNet
-(fb.resnet.torch) recipe. Other input sizes S scale it: the train crop is resized to S, eval
-resizes the shorter side to round(S * 256 / 224) and centre-crops S.
+docs/FACTS.md Sec. 5: training takes a random-size crop resized to 224 (cubic), colour jitter (brightness, contrast,
+saturation, lighting) in random order and a horizontal flip; evaluation resizes the shorter side to 256 (cubic) and
+centre-crops 224. This is the standard Tensorpack ImageNet (fb.resnet.torch) recipe. Other input sizes S scale it:
+the train crop is resized to S, eval resizes the shorter side to round(S * 256 / 224) and centre-crops S.
 """
 from dataclasses import dataclass
 from typing import Tuple
@@ -33,16 +32,8 @@ TRAIN_AUGMENTATIONS = {
     "light": TrainAugmentation(crop_area_fraction=(0.5, 1.0), flip=False),
 }
 
-
-def train_augmentation(name):
-    if name not in TRAIN_AUGMENTATIONS:
-        raise DataError("unknown training augmentation {!r}; choose one of {}".format(
-            name, ", ".join(sorted(TRAIN_AUGMENTATIONS))))
-    return TRAIN_AUGMENTATIONS[name]
-
-# ImageNet PCA lighting (fb.resnet.torch constants, given there for RGB on the 0..1 scale),
-# reordered here for BGR images on the 0..255 scale: eigenvalues reversed, and the
-# eigenvector matrix reversed in both rows (channels) and columns (to follow the eigenvalues).
+# ImageNet PCA lighting (fb.resnet.torch constants, there for RGB on the 0..1 scale), reordered for BGR on the 0..255
+# scale: eigenvalues reversed, the eigenvector matrix reversed in rows (channels) and columns (following the values).
 PCA_EIGVAL_RGB = np.array([0.2175, 0.0188, 0.0045], dtype=np.float32)
 PCA_EIGVEC_RGB = np.array([[-0.5675, 0.7192, 0.4009],
                            [-0.5808, -0.0045, -0.8140],
@@ -61,14 +52,10 @@ def round_to_uint8(image):
 
 
 def colour_jitter():
-    """Brightness, contrast, saturation and PCA lighting, applied in a random order (BGR).
-
-    As in the original code (docs/FACTS.md Sec. 7), contrast stretches each channel around
-    its own mean (imgaug.Contrast's rgb=None), not around the grey level. The original ran
-    this jitter on uint8 images, so every step clipped and truncated to integers; here it
-    runs on float32 and the result is rounded to uint8 once, at the end (a difference of at
-    most a few grey levels per pixel, without the truncation's downward bias).
-    """
+    """Brightness, contrast, saturation and PCA lighting in random order (BGR). As in the original, contrast stretches
+    each channel around its own mean (imgaug.Contrast's rgb=None), not the grey level (docs/FACTS.md Sec. 7). The
+    original jittered uint8 images, clipping and truncating at each step; here the jitter runs on float32, rounded to
+    uint8 once at the end (at most a few grey levels per pixel apart, without the truncation's downward bias)."""
     return imgaug.RandomOrderAug([
         imgaug.BrightnessScale((0.6, 1.4), clip=False),
         imgaug.Contrast((0.6, 1.4), clip=False),
@@ -78,13 +65,13 @@ def colour_jitter():
 
 
 def train_augmentor(image_size=224, augmentation="imagenet"):
-    """Random-size crop (8%..100% of the area for "imagenet", aspect 3/4..4/3; fallback:
-    resize + centre crop) resized to image_size (cubic), colour jitter in random order,
-    horizontal flip (not for "light").
-
-    The jitter runs on float32 and the result is clipped and rounded back to uint8 once.
-    """
-    knobs = train_augmentation(augmentation)
+    """Random-size crop (8%..100% of the area for "imagenet", aspect 3/4..4/3; fallback: resize + centre crop)
+    resized to image_size (cubic), colour jitter in random order (on float32, clipped and rounded back to uint8
+    once), horizontal flip (not for "light")."""
+    if augmentation not in TRAIN_AUGMENTATIONS:
+        raise DataError("unknown training augmentation {!r}; choose one of {}".format(
+            augmentation, ", ".join(sorted(TRAIN_AUGMENTATIONS))))
+    knobs = TRAIN_AUGMENTATIONS[augmentation]
     return imgaug.AugmentorList([
         imgaug.GoogleNetRandomCropAndResize(crop_area_fraction=knobs.crop_area_fraction,
                                             aspect_ratio_range=CROP_ASPECT_RATIO,

@@ -1,16 +1,16 @@
 """Decode one image file and augment it, never raising: a failure becomes a `problem` string.
 
-The map functions run in Tensorpack worker threads or processes, where an exception would
-kill the worker (a thread pool then waits forever). So they report the problem in the
-datapoint, and the main process decides: skip and count (training) or raise (evaluation).
+An exception would kill a Tensorpack worker thread or process (a thread pool then waits forever), so the map
+functions report the problem in the datapoint and the main process decides: skip and count (training) or raise
+(evaluation).
 
 Datapoints: in (index, path, label) -> out [index, image or None, label, path, problem or None].
 """
 import cv2
 import numpy as np
 
-# Parallelism comes from the dataflow's workers. OpenCV's own thread pool, once started in a
-# process, deadlocks the children forked from it at their first resize, so keep it off.
+# Parallelism comes from the dataflow's workers. OpenCV's own thread pool, once started in a process, deadlocks the
+# children forked from it at their first resize, so keep it off.
 cv2.setNumThreads(0)
 
 

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 from tensorpack.dataflow import MultiProcessMapDataZMQ, ProxyDataFlow
 
-from .errors import DataError
+from .errors import DataError, first_few
 
 logger = logging.getLogger(__name__)
 
@@ -25,9 +25,7 @@ class CorruptImageLog:
     (each is skipped again on every pass), for the caller and stats.json to read."""
 
     def __init__(self):
-        self.count = 0
-        self.paths = []
-        self._seen = set()
+        self.count, self.paths, self._seen = 0, [], set()
 
     def record(self, path, problem):
         self.count += 1
@@ -39,10 +37,9 @@ class CorruptImageLog:
 
 
 class SkipCorrupt(ProxyDataFlow):
-    """Training: drop the images that failed to decode (each logged with its path once and
-    counted in `log`), pass the others as [image, label]. More than `limit` distinct unreadable
-    images raise DataError: a few bad files in a large data set are skipped, a broken data set
-    (or a limit of 0) fails at once instead of training on what is left or looping for ever."""
+    """Training: drop the images that failed to decode (each logged with its path once, counted in `log`), pass the
+    others as [image, label]. Over `limit` distinct unreadable images raise DataError: a few bad files in a large data
+    set are skipped, a broken data set (or limit 0) fails at once instead of training on the rest or looping."""
 
     def __init__(self, ds, log, limit, what="training images"):
         super().__init__(ds)
@@ -56,16 +53,13 @@ class SkipCorrupt(ProxyDataFlow):
             self.log.record(path, problem)
             if len(self.log.paths) > self.limit:
                 raise DataError("{} of {} could not be read, more than the {} that --max-unreadable-fraction allows: "
-                                "{}{}; fix or remove them, or raise --max-unreadable-fraction".format(
-                                    len(self.log.paths), self.what, self.limit, ", ".join(self.log.paths[:3]),
-                                    " ..." if len(self.log.paths) > 3 else "") +
-                                " (the last one: {})".format(problem))
+                                "{}; fix or remove them, or raise --max-unreadable-fraction (the last one: {})".format(
+                                    len(self.log.paths), self.what, self.limit, first_few(self.log.paths, 3), problem))
 
 
 class CheckBatches(ProxyDataFlow):
-    """Training batches as the model takes them, [uint8 images [B, S, S, 3], integer labels in
-    0..classes-1], wherever they come from (decoded here or received from a data server at
-    `source`); anything else is a DataError that says what arrived."""
+    """Training batches as the model takes them, [uint8 images [B, S, S, 3], integer labels in 0..classes-1], from
+    anywhere (decoded here or from a data server at `source`); anything else is a DataError saying what arrived."""
 
     def __init__(self, ds, image_size, num_classes, source):
         super().__init__(ds)
@@ -89,14 +83,13 @@ class CheckBatches(ProxyDataFlow):
             raise DataError("a batch from {} has labels {} {} for {} images".format(
                 self.source, labels.dtype, list(labels.shape), len(images)))
         if len(labels) and (labels.min() < 0 or labels.max() >= self.num_classes):
+            wrong = labels.max() if labels.max() >= self.num_classes else labels.min()
             raise DataError("a batch from {} has label {} but the model has {} classes (0..{}); do the data and "
-                            "--num-classes agree?".format(self.source, labels.max() if labels.max() >= self.num_classes
-                                                          else labels.min(), self.num_classes, self.num_classes - 1))
+                            "--num-classes agree?".format(self.source, wrong, self.num_classes, self.num_classes - 1))
 
 
 class RaiseOnCorrupt(ProxyDataFlow):
-    """Evaluation: [image, label, index]; an image that failed to decode is a DataError naming
-    it, never a skip."""
+    """Evaluation: [image, label, index]; an image that failed to decode is a DataError naming it, never a skip."""
 
     def __iter__(self):
         for index, image, label, path, problem in self.ds:
@@ -107,11 +100,8 @@ class RaiseOnCorrupt(ProxyDataFlow):
 
 
 class RestoreOrder(ProxyDataFlow):
-    """Re-emit datapoints [index, ...] in index order first, first + 1, ... within each pass.
-
-    Parallel map workers finish out of order; with indices attached (and a strict map that
-    yields each input once per pass) this gives back the deterministic input order.
-    """
+    """Re-emit datapoints [index, ...] in index order first, first + 1, ... within each pass: parallel map workers
+    finish out of order; the indices (with a strict map, yielding each input once per pass) restore the input order."""
 
     def __init__(self, ds, first=0):
         super().__init__(ds)
@@ -132,25 +122,17 @@ class RestoreOrder(ProxyDataFlow):
 PR_SET_PDEATHSIG = 1      # linux/prctl.h
 
 
-def die_with_parent():
-    """Ask Linux to send this process SIGKILL when its parent dies (no-op elsewhere)."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-
-
 class _OrphanSafeWorker(MultiProcessMapDataZMQ._Worker):
     def run(self):
-        die_with_parent()
+        if sys.platform.startswith("linux"):        # Linux then sends this worker SIGKILL when its parent dies
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
         super().run()
 
 
 class OrphanSafeMultiProcessMapData(MultiProcessMapDataZMQ):
-    """Tensorpack's multiprocess map whose workers end when their parent does.
-
-    Tensorpack arranges that only with the `python-prctl` package, which needs libcap headers
-    to build; without it a training process killed by SIGKILL (a scheduler, the OOM killer)
-    leaves its decoding workers running for ever. libc's prctl() does the same directly.
-    """
+    """Tensorpack's multiprocess map whose workers end when their parent does. Tensorpack arranges that only with the
+    `python-prctl` package, which needs libcap headers to build; without it a training process killed by SIGKILL (a
+    scheduler, the OOM killer) leaves its decoding workers running for ever. libc's prctl() does the same directly."""
 
     def _create_worker(self, id, pipename, hwm):
         return _OrphanSafeWorker(id, self.map_func, pipename, hwm)

@@ -1,9 +1,8 @@
 """ImageNet on disk, read offline: class ids from folder names, image lists, shards.
 
-docs/FACTS.md Sec. 6: `train/<wnid>/*.JPEG` (1000 folders); validation either
-`val/<wnid>/*.JPEG` or a flat `val/` with a label file (`val.txt` lines `name label`);
-nothing is downloaded, class metadata comes from the folders. Sec. 3: class index k is the
-k-th of the 1000 ILSVRC-2012 WordNet ids in sorted order.
+docs/FACTS.md Sec. 6: `train/<wnid>/*.JPEG` (1000 folders); validation either `val/<wnid>/*.JPEG` or a flat `val/`
+with a label file (`val.txt` lines `name label`); nothing is downloaded, class metadata comes from the folders.
+Sec. 3: class index k is the k-th of the 1000 ILSVRC-2012 WordNet ids in sorted order.
 
 Layout read here (any number of classes, so small data sets in the same layout work):
 
@@ -12,9 +11,8 @@ Layout read here (any number of classes, so small data sets in the same layout w
     ROOT/val/<image> + ROOT/val/val.txt flat layout: lines `name label`, where label is a
                                         class index (0 <= label < classes) or a class name
 
-Image files are recognised by extension, case-insensitively (IMAGE_EXTENSIONS); other files
-and hidden entries are ignored. Nothing here decodes an image or talks to the network
-(Tensorpack's own ILSVRC12 reader fetches metadata from the internet; it is never used).
+Image files are recognised by extension, case-insensitively (IMAGE_EXTENSIONS); other files and hidden entries are
+ignored. Nothing here decodes images or goes online (Tensorpack's ILSVRC12 reader, never used, fetches metadata).
 """
 import collections
 import logging
@@ -22,7 +20,7 @@ import os
 
 import numpy as np
 
-from .errors import DataError
+from .errors import DataError, first_few
 
 # What OpenCV decodes; --eval, training and --eval-directory read the same list.
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -54,10 +52,8 @@ def subfolders(directory):
 
 
 def list_classes(root, split="train"):
-    """Sorted class-folder names of ROOT/split: class id k is the k-th name.
-
-    DataError (naming the folder) if ROOT/split is missing or has no class folder.
-    """
+    """Sorted class-folder names of ROOT/split: class id k is the k-th name. DataError (naming the folder) if
+    ROOT/split is missing or has no class folder."""
     directory = split_dir(root, split)
     classes = subfolders(directory)
     if not classes:
@@ -70,11 +66,10 @@ def has_images(folder):
 
 
 def model_classes(root, num_classes):
-    """The classes that label ROOT's images for a model with `num_classes` outputs, checked
-    before anything runs: the class folders of ROOT/train (none of them empty: an empty folder
-    that sorts first would shift every label after it), or, without ROOT/train, those of a
-    folder-layout val/; their number must be `num_classes`. A flat val/ without ROOT/train is
-    labelled by index: returns the count, and every label of val.txt is checked against it."""
+    """The classes that label ROOT's images for a model with `num_classes` outputs, checked before anything runs:
+    the class folders of ROOT/train (none of them empty: an empty folder that sorts first would shift every label
+    after it), or, without ROOT/train, those of a folder-layout val/; their number must be `num_classes`. A flat val/
+    without ROOT/train is labelled by index: returns the count, and every label of val.txt is checked against it."""
     train = os.path.join(root, "train")
     if os.path.isdir(train):
         source, classes = train, list_classes(root, "train")
@@ -111,26 +106,19 @@ def val_layout(root):
     if has_label_file and has_folders:
         raise DataError("ambiguous validation layout in {}: it has both {} and class folders; "
                         "keep one of them".format(directory, VAL_LABEL_FILE))
-    if has_label_file:
-        return "flat"
-    if has_folders:
-        return "folders"
-    raise DataError("no validation data in {}: expected val/<class>/<image> folders or a flat val/ with "
-                    "val/{}".format(directory, VAL_LABEL_FILE))
+    if not (has_label_file or has_folders):
+        raise DataError("no validation data in {}: expected val/<class>/<image> folders or a flat val/ with "
+                        "val/{}".format(directory, VAL_LABEL_FILE))
+    return "flat" if has_label_file else "folders"
 
 
 def resolve_classes(root, split, classes):
-    """The class names (a list) or count (an int) to label `split` with.
-
-    Default: the train folders (the class ids of training). Without ROOT/train, a folder-layout
-    val/ names its own classes; a flat val/ then needs `classes` from the caller.
-    """
+    """The class names (a list) or count (an int) to label `split` with. Default: the train folders (the class ids of
+    training). Without ROOT/train, a folder-layout val/ names its own classes; a flat val/ then needs `classes`."""
+    if isinstance(classes, int) and classes < 1:
+        raise DataError("classes must be >= 1, got {}".format(classes))
     if classes is not None:
-        if isinstance(classes, int):
-            if classes < 1:
-                raise DataError("classes must be >= 1, got {}".format(classes))
-            return classes
-        return list(classes)
+        return classes if isinstance(classes, int) else list(classes)
     if os.path.isdir(os.path.join(root, "train")) or split == "train":
         return list_classes(root, "train")
     if val_layout(root) == "folders":
@@ -150,9 +138,8 @@ def list_folder_images(root, split, classes):
         raise DataError("no class folders in {}".format(directory))
     unknown = [name for name in folders if name not in index]
     if unknown:
-        raise DataError("{} names classes that are not training classes: {}{} (class folders must match "
-                        "{})".format(directory, ", ".join(unknown[:5]), " ..." if len(unknown) > 5 else "",
-                                     os.path.join(root, "train")))
+        raise DataError("{} names classes that are not training classes: {} (class folders must match {})".format(
+            directory, first_few(unknown), os.path.join(root, "train")))
     return [(path, index[name]) for name in folders for path in images_in_folder(os.path.join(directory, name))]
 
 
@@ -203,17 +190,12 @@ def list_flat_val_images(root, classes):
 
 
 def list_images(root, split, classes=None):
-    """[(path, label)] of ROOT/split in a fixed order (class folders sorted, then file names;
-    a flat val/ in the order of val/val.txt).
-
-    `classes`: the class names (label k = classes[k]) or, for a flat val/, a class count.
-    Default: the sorted folder names of ROOT/train (see `resolve_classes`).
-    """
+    """[(path, label)] of ROOT/split in a fixed order (class folders sorted, then file names; a flat val/ in the order
+    of val/val.txt). `classes`: the class names (label k = classes[k]) or, for a flat val/, a class count. Default:
+    the sorted folder names of ROOT/train (see `resolve_classes`)."""
     classes = resolve_classes(root, split, classes)
-    if split == "val" and val_layout(root) == "flat":
-        items = list_flat_val_images(root, classes)
-    else:
-        items = list_folder_images(root, split, classes)
+    flat = split == "val" and val_layout(root) == "flat"
+    items = list_flat_val_images(root, classes) if flat else list_folder_images(root, split, classes)
     if split == "val":
         warn_about_absent_classes(items, classes, os.path.join(root, split))
     return items
@@ -225,9 +207,8 @@ def warn_about_absent_classes(items, classes, directory):
     absent = sorted(set(range(len(names))) - {label for _, label in items})
     if absent and (directory, len(absent)) not in _WARNED:
         _WARNED.add((directory, len(absent)))
-        logger.warning("%d of the %d classes have no image in %s: %s%s; the evaluation does not measure them",
-                       len(absent), len(names), directory, ", ".join(names[k] for k in absent[:5]),
-                       " ..." if len(absent) > 5 else "")
+        logger.warning("%d of the %d classes have no image in %s: %s; the evaluation does not measure them",
+                       len(absent), len(names), directory, first_few([names[k] for k in absent]))
 
 
 def shard_bounds(num_items, index, count):
@@ -240,17 +221,16 @@ def shard_bounds(num_items, index, count):
 
 
 def shard(items, index, count):
-    """Shard `index` of `count` of `items`: the shards are disjoint, cover every item exactly
-    once (the remainder included: the original code dropped it) and differ in size by <= 1."""
+    """Shard `index` of `count` of `items`: the shards are disjoint, cover every item exactly once (the remainder
+    included: the original code dropped it) and differ in size by <= 1."""
     start, end = shard_bounds(len(items), index, count)
     return list(items[start:end])
 
 
 def evaluation_subset(items, split_folder, count=None, seed=0, list_file=None):
-    """Sorted positions in `items` ([(path, label)] of one split) of a fixed subset: the
-    images a file lists (one path per line, relative to `split_folder`, optionally followed by
-    more fields, e.g. a label, which are ignored), or `count` images drawn with `seed`
-    (RobustBench evaluates ImageNet on a fixed subset of val). None: every image."""
+    """Sorted positions in `items` ([(path, label)] of one split) of a fixed subset: the images a file lists (one path
+    per line, relative to `split_folder`, optionally followed by more fields, e.g. a label, which are ignored), or
+    `count` images drawn with `seed` (RobustBench evaluates ImageNet on a fixed subset of val). None: every image."""
     if list_file is not None:
         return listed_positions(items, split_folder, list_file)
     if not count:

@@ -1,2 +1,1 @@
-"""Drivers: model description, training, evaluation and black-box inference. `main.py` only
-parses flags and calls these."""
+"""Drivers (model graphs, training, evaluation, black-box inference); `main.py` only parses flags and calls these."""

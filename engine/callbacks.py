@@ -1,13 +1,8 @@
-"""White-box evaluation during training with Tensorpack's inference machinery, on every rank.
-
-docs/FACTS.md Sec. 5: distributed evaluation, each rank a shard of the validation set with
-the counts summed over ranks; which attacks run after which epoch is the recipe's schedule
-(`Recipe.evals_at`). Each scheduled attack is one `InferenceRunner` with its own tower (the
-attack on the exact float32 model, BN frozen, sharing the training variables; the training
-attack's fast path never applies) and a `CountOutcomes` inferencer; monitor names derive
-from the attack (`val-pgd10/top1_error`). After the last epoch, the final evaluations are
-written as `robustness_curve.json`, the format of `main.py --eval --result-file`.
-"""
+"""White-box evaluation during training with Tensorpack's inference machinery, on every rank (docs/FACTS.md Sec. 5):
+each rank a shard of the validation set, the counts summed over ranks, after the epochs `Recipe.evals_at` names. Each
+attack is one `InferenceRunner` with its own tower (the exact float32 model, BN frozen, the training variables) and a
+`CountOutcomes` inferencer, its monitors named after it (`val-pgd10/top1_error`). After the last epoch the final
+evaluations are written as `robustness_curve.json`, the format of `main.py --eval --result-file`."""
 import os
 import time
 
@@ -21,10 +16,9 @@ from attacker.metrics import Counts
 
 from . import watchdog
 from .evaluate import point_record, result_record, write_json
-from .model import attack_outcome, evaluation_inputs
+from .graphs import attack_outcome, evaluation_inputs
 
-tf1 = tf.compat.v1
-OUTCOMES = ("correct_top1", "correct_top5", "hit")
+OUTCOMES = ("correct_top1", "correct_top5", "success")
 CURVE_FILE = "robustness_curve.json"
 
 
@@ -38,17 +32,11 @@ def attack_tower(spec, options, attack):
 
 
 class CountOutcomes(Inferencer):
-    """Counts errors and hits over one pass, sums them over Horovod ranks (`hvd`), puts top-1/
-    top-5 error and attack success rate on the trainer's monitors under `prefix`, and keeps
-    {epoch: (counts, seconds)} in `results`."""
+    """Counts errors and attack successes over one pass, sums them over the ranks of `world`, puts top-1/top-5
+    error and attack success rate on the monitors under `prefix`, and keeps {epoch: (counts, seconds)} in `results`."""
 
-    def __init__(self, prefix, results, hvd=None):
-        self.prefix, self.results, self.hvd = prefix, results, hvd
-
-    def _setup_graph(self):
-        if self.hvd is not None:     # built before the graph is finalised; run by every rank each round
-            self._local = tf1.placeholder(tf.int64, [len(Counts().as_array())])
-            self._total = self.hvd.allreduce(self._local, op=self.hvd.Sum, name="sum_" + self.prefix.replace("-", "_"))
+    def __init__(self, prefix, results, world):
+        self.prefix, self.results, self.world = prefix, results, world
 
     def _before_inference(self):
         self.counts, self.started = Counts(), time.time()
@@ -61,9 +49,7 @@ class CountOutcomes(Inferencer):
         watchdog.beat()
 
     def _after_inference(self):
-        counts = self.counts
-        if self.hvd is not None:
-            counts = Counts.from_array(self.trainer.sess.run(self._total, {self._local: counts.as_array()}))
+        counts = Counts.from_array(self.world.sum(self.counts.as_array()))
         self.results[self.trainer.epoch_num] = (counts, time.time() - self.started)
         for name in ("top1_error", "top5_error", "attack_success_rate"):
             value = getattr(counts, name)
@@ -72,30 +58,20 @@ class CountOutcomes(Inferencer):
 
 
 class CountUnreadable(Callback):
-    """After each epoch, the distinct unreadable training images skipped so far (`log`, a
-    data.CorruptImageLog), summed over ranks, as the monitor value `unreadable_train_images`
-    (so in stats.json). On every rank."""
+    """After each epoch, the distinct unreadable training images skipped so far (`log`, a data.CorruptImageLog),
+    summed over the ranks of `world`, as the monitor value `unreadable_train_images` (in stats.json). On every rank."""
     _chief_only = False
 
-    def __init__(self, log, hvd=None):
-        self.log, self.hvd = log, hvd
-
-    def _setup_graph(self):
-        if self.hvd is not None:
-            self._local = tf1.placeholder(tf.int64, [])
-            self._total = self.hvd.allreduce(self._local, op=self.hvd.Sum, name="sum_unreadable")
+    def __init__(self, log, world):
+        self.log, self.world = log, world
 
     def _trigger_epoch(self):
-        count = len(self.log.paths)
-        if self.hvd is not None:
-            count = self.trainer.sess.run(self._total, {self._local: count})
-        self.trainer.monitors.put_scalar("unreadable_train_images", int(count))
+        self.trainer.monitors.put_scalar("unreadable_train_images", int(self.world.sum([len(self.log.paths)])[0]))
 
 
 class ShardInferenceRunner(InferenceRunner):
-    """An InferenceRunner that accepts an empty validation shard (more ranks than batches):
-    it then feeds nothing but still runs its inferencers, so their allreduce meets the other
-    ranks'. (Tensorpack 0.11 takes size 0 for "unknown" and fails at the first batch.)"""
+    """An InferenceRunner that accepts an empty validation shard (more ranks than batches): it then feeds nothing but
+    still runs its inferencers, so their allreduce meets the other ranks'. (Tensorpack 0.11 fails on size 0.)"""
 
     def _before_train(self):
         if self._size == 0:
@@ -114,12 +90,11 @@ class ShardInferenceRunner(InferenceRunner):
 
 
 class WriteRobustnessCurve(Callback):
-    """After the last epoch, the final evaluations as one result file (chief only); a failed
-    write is reported to `status` (engine.saving), which stops the run."""
+    """After the last epoch, the final evaluations as one result file (chief only); a failed write goes to `status`."""
 
     def __init__(self, path, recipe, attacks, results, model, status):
-        self.path, self.recipe, self.attacks, self.results, self.model = path, recipe, attacks, results, model
-        self.status = status
+        self.path, self.recipe, self.attacks, self.results, self.model, self.status = \
+            path, recipe, attacks, results, model, status
 
     def _trigger_epoch(self):
         if self.epoch_num < self.recipe.epochs:
@@ -131,16 +106,13 @@ class WriteRobustnessCurve(Callback):
         self.status.attempt("the robustness curve", self.path, lambda: write_json(record, self.path))
 
 
-def evaluation_callbacks(spec, options, recipe, attacks, make_dataflow, hvd=None, logdir=None, model=None,
-                         status=None):
-    """One runner per attack ({schedule text: attack}), enabled after the epochs
-    `recipe.evals_at` names; `make_dataflow()` builds this rank's validation shard. With
-    `logdir` (the chief), the robustness curve is written there after the last epoch, its
-    failure reported to `status` (an engine.saving.SaveStatus)."""
+def evaluation_callbacks(spec, options, recipe, attacks, make_dataflow, world, logdir=None, model=None, status=None):
+    """One runner per attack ({schedule text: attack}) on this rank's shard (`make_dataflow()`), enabled after the
+    epochs `recipe.evals_at` names; with `logdir` (the chief), the robustness curve goes there after the last epoch."""
     callbacks, results = [], {text: {} for text in attacks}
     for text, attack in attacks.items():
         key = monitor_key(attack)
-        runner = ShardInferenceRunner(make_dataflow(), [CountOutcomes("val-" + key, results[text], hvd)],
+        runner = ShardInferenceRunner(make_dataflow(), [CountOutcomes("val-" + key, results[text], world)],
                                       tower_name="eval_" + key, tower_func=attack_tower(spec, options, attack))
         runner.set_chief_only(False)
         callbacks.append(EnableCallbackIf(runner, lambda self, text=text: text in recipe.evals_at(self.epoch_num)))

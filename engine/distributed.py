@@ -1,8 +1,5 @@
-"""Horovod, when the job runs under horovodrun / mpirun; a single process otherwise.
-
-Horovod is optional for one process: importing it is only required when a launcher started
-several ranks, and then its absence is an error that says how to install it.
-"""
+"""Horovod, when the job runs under horovodrun / mpirun; a single process otherwise (Horovod is then optional). The
+collectives run eagerly (also while a training graph is built or run), so no graph op is made for them."""
 import json
 import os
 from dataclasses import dataclass
@@ -11,30 +8,10 @@ from typing import Any
 import numpy as np
 
 LAUNCHER_VARIABLES = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK")
-MESSAGE_BYTES = 4096        # the longest error text one rank hands the others
 
 
 class ChiefFailed(RuntimeError):
     """Rank 0 failed at something only it does (its own message is on its stderr too)."""
-
-
-def encode_text(text):
-    """`text` as a fixed-size int32 vector (UTF-8 bytes, zero-padded), to cross ranks in a collective."""
-    data = text.encode("utf-8")
-    if len(data) > MESSAGE_BYTES:
-        raise ValueError("a message between ranks is limited to {} bytes, got {}".format(MESSAGE_BYTES, len(data)))
-    vector = np.zeros(MESSAGE_BYTES, np.int32)
-    vector[:len(data)] = np.frombuffer(data, np.uint8)
-    return vector
-
-
-def decode_text(vector):
-    data = bytes(np.asarray(vector, np.int64).clip(0, 255).astype(np.uint8))
-    return data.rstrip(b"\0").decode("utf-8", errors="replace")
-
-
-def launched_by_horovod():
-    return any(name in os.environ for name in LAUNCHER_VARIABLES)
 
 
 @dataclass
@@ -52,50 +29,24 @@ class World:
     def distributed(self):
         return self.hvd is not None
 
+    def _collective(self, op, values, dtype):
+        import tensorflow as tf
+        from tensorflow.python.eager import context
+        with context.eager_mode():              # eager, also while a (finalised) training graph is the default
+            return op(tf.constant(np.asarray(values, dtype))).numpy()
+
     def sum(self, values):
-        """A numpy vector summed over all ranks (itself for one process); every rank must call
-        it the same number of times. Runs eagerly: no graph or session is built."""
+        """A numpy vector summed over all ranks (itself for one process); every rank must call it equally often."""
         if not self.distributed:
             return np.asarray(values)
-        import tensorflow as tf
-        total = self.hvd.allreduce(tf.constant(np.asarray(values, np.float64)), op=self.hvd.Sum)
-        return np.rint(total.numpy()).astype(np.int64)
-
-
-    def chief_does(self, work, what, share_result=False):
-        """`work()` on rank 0 only. Returns its result there, and with `share_result` (a JSON
-        value) on every rank, else None elsewhere. If it raises, every rank raises: rank 0 its own
-        error, the others ChiefFailed with rank 0's message, so a job whose chief cannot start
-        (a locked or unwritable log folder) ends everywhere with the cause."""
-        result, error = None, None
-        if self.is_chief:
-            try:
-                result = work()
-            except Exception as caught:         # handed to the other ranks, then raised here
-                error = caught
-        if self.distributed:
-            import tensorflow as tf
-            if error is not None:
-                shared = dict(error=(str(error.args[0] if error.args else "") or type(error).__name__)[:2000])
-            else:
-                shared = dict(result=result if share_result and self.is_chief else None)
-            text = decode_text(self.hvd.broadcast(tf.constant(encode_text(json.dumps(shared))), root_rank=0,
-                                                  name="chief_" + "_".join(what.split())).numpy())
-            shared = json.loads(text)
-            if "error" in shared and not self.is_chief:
-                raise ChiefFailed("rank 0 failed at {}: {}".format(what, shared["error"]))
-            if share_result and not self.is_chief:
-                result = shared["result"]
-        if error is not None:
-            raise error
-        return result
+        total = self._collective(lambda t: self.hvd.allreduce(t, op=self.hvd.Sum), values, np.float64)
+        return np.rint(total).astype(np.int64)
 
     def agree(self, value, what):
         """`value`, checked to be the same integer on every rank (ValueError on every rank if not)."""
         if not self.distributed:
             return value
-        import tensorflow as tf
-        low, high = (int(self.hvd.allreduce(tf.constant(value, tf.int64), op=op).numpy())
+        low, high = (int(self._collective(lambda t, op=op: self.hvd.allreduce(t, op=op), value, np.int64))
                      for op in (self.hvd.Min, self.hvd.Max))
         if low != high:
             raise ValueError("the ranks disagree on the {}: {} on this rank (rank {}), from {} to {} over all "
@@ -103,10 +54,35 @@ class World:
                                  what, value, self.rank, low, high))
         return value
 
+    def from_chief(self, value):
+        """Rank 0's `value` (anything JSON can write) on every rank."""
+        if not self.distributed:
+            return value
+        data = np.frombuffer(json.dumps(value).encode("utf-8"), np.uint8) if self.is_chief else np.zeros(0, np.uint8)
+        size = int(self._collective(lambda t: self.hvd.broadcast(t, 0), len(data), np.int64))
+        data = self._collective(lambda t: self.hvd.broadcast(t, 0), data if self.is_chief else np.zeros(size), np.int32)
+        return json.loads(bytes(data.astype(np.uint8)).decode("utf-8"))
+
+    def chief_does(self, work, what):
+        """`work()` on rank 0 only, its result (a JSON value) returned on every rank. If it raises, every rank raises:
+        rank 0 its own error, the others ChiefFailed with rank 0's message (e.g. a locked log folder)."""
+        outcome, failure = None, None
+        if self.is_chief:
+            try:
+                outcome = dict(result=work())
+            except Exception as error:          # handed to the other ranks, then raised here
+                failure, outcome = error, dict(error=str(error.args[0] if error.args else "") or repr(error))
+        outcome = self.from_chief(outcome)
+        if failure is not None:
+            raise failure
+        if "error" in outcome:
+            raise ChiefFailed("rank 0 failed at {}: {}".format(what, outcome["error"]))
+        return outcome["result"]
+
 
 def init_world(require_horovod=False):
     """Initialise Horovod if a launcher started this process (or `require_horovod`)."""
-    if not (launched_by_horovod() or require_horovod):
+    if not (require_horovod or any(name in os.environ for name in LAUNCHER_VARIABLES)):
         return World()
     try:
         import horovod.tensorflow as hvd

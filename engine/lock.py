@@ -1,17 +1,9 @@
-"""One run per log folder: a lock file that a second training run is refused on.
-
-Two runs writing one folder overwrite each other's checkpoints, stats.json and events while
-both look fine, e.g. a requeued `--resume` while the old job still runs. The lock is a file,
-`LOGDIR/run.lock`, naming its holder (host, pid, start time, command), created atomically
-(written beside, then hard-linked into place: link() fails if the name exists, on local file
-systems and on NFS), so it also works between hosts that share the folder.
-
-While the run lives, a thread refreshes the file's modification time every HEARTBEAT seconds.
-A lock is stale, and taken over with a message naming the old holder, when its holder is a
-process of this host that no longer exists (a run killed with SIGKILL), or when it was not
-refreshed for LEASE seconds (the holder's host died or lost the folder). A live holder is
-never taken over: the second run stops with an error naming it.
-"""
+"""One run per log folder: a second training run is refused on a lock file (two runs in one folder, e.g. a requeued
+`--resume` while the old job runs, overwrite each other's checkpoints). `LOGDIR/run.lock` names its holder (host,
+pid, start time, command) and is created atomically (written beside, then hard-linked into place, which fails if the
+name exists, also on NFS), so it works between hosts too. A thread refreshes it every HEARTBEAT seconds. A lock is
+stale, and taken over naming the old holder, when its holder is a process of this host that no longer exists, or
+when it was not refreshed for LEASE seconds. A live holder is never taken over: the second run stops naming it."""
 import contextlib
 import fcntl
 import json
@@ -49,17 +41,13 @@ def describe(holder):
 
 
 class LogdirLock:
-    """`acquire()` takes LOGDIR/run.lock or raises LogdirLocked naming its holder; `release()`
-    removes it if it is still this process's. Also a context manager."""
+    """`acquire()` takes LOGDIR/run.lock or raises LogdirLocked naming its holder; `release()` frees it if ours."""
 
     def __init__(self, logdir, heartbeat=HEARTBEAT, lease=LEASE):
-        self.logdir = logdir
-        self.path = os.path.join(logdir, LOCK_FILE)
-        self.heartbeat, self.lease = heartbeat, lease
+        self.logdir, self.path, self.heartbeat, self.lease = logdir, os.path.join(logdir, LOCK_FILE), heartbeat, lease
         self.me = dict(host=socket.gethostname(), pid=os.getpid(), process_started=process_started(os.getpid()),
                        since=time.strftime("%Y-%m-%d %H:%M:%S %z"), command=" ".join(sys.argv))
-        self._stop = threading.Event()
-        self.held = False
+        self._stop, self.held = threading.Event(), False
 
     def __enter__(self):
         self.acquire()
@@ -97,16 +85,13 @@ class LogdirLock:
             return
         self.held = False
         holder = self._read()
-        if holder is not None and self._is_mine(holder):
+        if holder is not None and all(holder.get(k) == self.me[k] for k in ("host", "pid", "process_started")):
             try:
                 os.remove(self.path)
             except FileNotFoundError:
                 pass
             except OSError as error:        # an unwritable folder: the next run on this host takes it over
                 log.warning("cannot remove the lock %s (%s); the next run takes it over", self.path, error.strerror)
-
-    def _is_mine(self, holder):
-        return all(holder.get(k) == self.me[k] for k in ("host", "pid", "process_started"))
 
     def _create(self):
         """Write the holder record beside the lock, then link it into place; False if the lock exists."""
@@ -144,9 +129,8 @@ class LogdirLock:
                                    abs(started - holder["process_started"]) > 1.0):
                 return "that process no longer exists on this host"
             return None
-        if age > self.lease:
-            return "not refreshed for {:.0f} s (the lease is {:.0f} s)".format(age, self.lease)
-        return None
+        return ("not refreshed for {:.0f} s (the lease is {:.0f} s)".format(age, self.lease)
+                if age > self.lease else None)
 
     @contextlib.contextmanager
     def _guard(self):

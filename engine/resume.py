@@ -1,15 +1,8 @@
-"""What a training run leaves in its log folder, and how it continues: the newest intact
-checkpoint, the run's shape, and an epoch history that a resume neither loses nor repeats.
-
-Invariant: the checkpoint of epoch N is written after the stats.json record of epoch N
-(engine/saving.py), so resuming from epoch N's checkpoint finds records 1..N; records of later
-epochs (killed after the record, before the checkpoint) are dropped, as those epochs are
-trained again. Every file is replaced atomically (write, then rename).
-
-Checkpoints are found by their files in the folder, not from TF's `checkpoint` state file:
-that file lists only what the last process wrote (older intact checkpoints would be missed
-when those are corrupt), and it stores paths relative to the folder.
-"""
+"""What a training run leaves in its log folder, and how it continues: the newest intact checkpoint, the run's shape,
+and an epoch history that a resume neither loses nor repeats. The checkpoint of epoch N is written after the
+stats.json record of epoch N (engine/saving.py), so resuming from it finds records 1..N; later records are dropped
+(those epochs are trained again). Every file is replaced atomically. Checkpoints are found by their files, not from
+TF's `checkpoint` file, which lists only what the last process wrote and stores paths relative to the folder."""
 import json
 import logging
 import os
@@ -33,46 +26,36 @@ def checkpoint_candidates(logdir):
 
 
 def newest_intact_checkpoint(logdir):
-    """(prefix, global step) of the newest checkpoint whose every tensor reads back, or None;
-    each newer one that does not is skipped with a warning that says why."""
+    """(prefix, global step) of the newest checkpoint that reads back whole, or None; broken ones warn, skip."""
     for prefix in checkpoint_candidates(logdir):
         try:
-            weights = read_weights(prefix)
-            return prefix, int(weights["global_step"])
+            return prefix, int(read_weights(prefix)["global_step"])
         except (CheckpointError, FileNotFoundError, KeyError) as error:
             log.warning("--resume: skipping checkpoint %s: %s", prefix, error if error.args else "no global_step")
     return None
 
 
-def stats_records(logdir):
-    """The epoch records of LOGDIR/stats.json ([] if there is none; an unreadable file counts as one record)."""
-    path = os.path.join(logdir, STATS_FILE)
-    if not os.path.exists(path):
-        return []
-    try:
-        with open(path) as f:
-            records = json.load(f)
-        return records if isinstance(records, list) else [records]
-    except (OSError, ValueError):
-        return [{"unreadable": path}]
-
-
 def previous_run(logdir):
-    """What of an earlier training run the folder holds, as text ('' when nothing): its
-    checkpoints and its stats.json records, the things a start from scratch would destroy."""
+    """What of an earlier run the folder holds, as text ('' if nothing): its checkpoints and stats.json records."""
     found = []
     names = [os.path.basename(p) for p in checkpoint_candidates(logdir)]
     if names:
         found.append("checkpoint{} {}".format("s" if len(names) > 1 else "", ", ".join(names[:5])))
-    records = stats_records(logdir)
+    path, records = os.path.join(logdir, STATS_FILE), []
+    if os.path.exists(path):
+        try:
+            with open(path) as f:
+                records = json.load(f)
+            records = records if isinstance(records, list) else [records]
+        except (OSError, ValueError):
+            records = [{"unreadable": path}]
     if records:
         found.append("{} with {} epoch record{}".format(STATS_FILE, len(records), "s" if len(records) > 1 else ""))
     return " and ".join(found)
 
 
 def resume_point(logdir, resume):
-    """(checkpoint prefix, global step) to continue from, or None to start from scratch; a
-    start from scratch over an earlier run's checkpoints or records is refused, naming them."""
+    """(checkpoint prefix, global step) to continue from, or None to start afresh (refused over an earlier run)."""
     found = newest_intact_checkpoint(logdir) if resume else None
     if found is not None:
         return found
@@ -90,9 +73,8 @@ def resume_point(logdir, resume):
 
 
 def check_run_shape(logdir, shape, continuing):
-    """The run's shape ({batch per GPU, ranks, total batch, steps per epoch}) is recorded in
-    LOGDIR/run.json; a run `continuing` a checkpoint with another shape is refused, since its
-    global steps would map to other epochs."""
+    """The run's shape ({batch per GPU, ranks, total batch, steps per epoch}) is recorded in LOGDIR/run.json; a run
+    `continuing` a checkpoint with another shape is refused, since its global steps would map to other epochs."""
     path = os.path.join(logdir, RUN_FILE)
     if continuing and os.path.exists(path):
         with open(path) as f:

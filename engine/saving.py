@@ -1,18 +1,12 @@
-"""Saves that fail loudly: the first checkpoint, stats.json, event or curve write that fails ends
-the run at once, on every rank, with the cause, leaving no partial file and the last good
-checkpoint and its stats record as they were; `--resume` continues from them later.
-
-Tensorpack's own saver and stats writer log such an error and carry on, so a full disk or an
-unwritable folder trained every later epoch unsaved while the run looked fine. Here each writer
-(rank 0's monitors) reports to one `SaveStatus`; after the first failure the epoch's remaining
-writes are skipped (a checkpoint is never written after its stats record failed), and `SaveGuard`,
-the last monitor, on every rank, stops training where it failed. Order within an epoch's end:
-events, stats.json record, checkpoint (engine/resume.py relies on it), then the guard.
-"""
+"""Saves that fail loudly: the first checkpoint, stats.json, event or curve write that fails ends the run at once, on
+every rank, with the cause, leaving no partial file and the last good checkpoint and its stats record as they were,
+for `--resume` (Tensorpack's own saver and stats writer log such an error and carry on). Each writer (rank 0's
+monitors) reports to one `SaveStatus`; after the first failure the epoch's remaining writes are skipped, and
+`SaveGuard`, the last monitor, on every rank, stops training. Order at an epoch's end: events, stats.json record,
+checkpoint (engine/resume.py relies on it), then the guard."""
 import contextlib
 import glob
 import json
-import logging
 import os
 import re
 import shutil
@@ -24,10 +18,9 @@ from tensorpack.callbacks.monitor import MonitorBase
 
 from files import atomic_write
 
-from .distributed import decode_text, encode_text
+from .distributed import World
 
 tf1 = tf.compat.v1
-log = logging.getLogger(__name__)
 WRITE_ERRORS = (OSError, tf.errors.OpError)
 
 
@@ -50,12 +43,10 @@ class SaveStatus:
     """The run's first failed write, and the last checkpoint written whole."""
 
     def __init__(self, logdir, last_checkpoint=None):
-        self.logdir, self.last_checkpoint = logdir, last_checkpoint
-        self.failure = None
+        self.logdir, self.last_checkpoint, self.failure = logdir, last_checkpoint, None
 
     def attempt(self, what, path, write, clean_up=None):
-        """Run `write()`; on a write error record it (the first one only), run `clean_up()` and
-        return False. Once something failed, later writes are skipped: False without running."""
+        """Run `write()`; on a write error record it (the first), run `clean_up()`, return False. Skipped after one."""
         if self.failure is not None:
             return False
         try:
@@ -76,8 +67,7 @@ class SaveStatus:
 
 
 class SafeEventWriter(TFEventWriter):
-    """Tensorpack's TensorBoard writer; a failed flush is reported to `status`, and the event
-    file is cut back to its size after the last good flush (no half-written record)."""
+    """Tensorpack's TensorBoard writer; a failed flush goes to `status`, the file cut back to its last good size."""
 
     def __new__(cls, *args, **kwargs):        # Tensorpack's __new__ takes the log folder first
         return MonitorBase.__new__(cls)
@@ -122,9 +112,8 @@ class SafeEventWriter(TFEventWriter):
 
 
 class ResumableJSONWriter(JSONWriter):
-    """Tensorpack's stats.json writer that continues a resumed run's history (the records of
-    epochs before the starting epoch are kept, later ones dropped: their epochs are trained
-    again; nothing is moved aside) and writes the file whole or not at all."""
+    """Tensorpack's stats.json writer that continues a resumed run's history (records of epochs before the starting
+    epoch are kept, later ones dropped: those epochs are trained again) and writes the file whole or not at all."""
 
     def __new__(cls, *args, **kwargs):        # Tensorpack's __new__ takes no argument
         return MonitorBase.__new__(cls)
@@ -151,16 +140,9 @@ class ResumableJSONWriter(JSONWriter):
         self.status.attempt("the stats record", self._fname, write)
 
 
-def checkpoint_leftovers(logdir, step):
-    """The files a checkpoint save of `step` may leave: its own and TF's temporary ones."""
-    prefix = os.path.join(logdir, "model-{}".format(step))
-    return glob.glob(prefix + ".*") + glob.glob(prefix + "_temp*") + glob.glob(os.path.join(logdir, "checkpoint.tmp*"))
-
-
 class CheckpointAfterStats(ModelSaver, MonitorBase):
-    """Tensorpack's ModelSaver run as a monitor after the stats writer, so that a checkpoint of
-    epoch N exists only once the record of epoch N does; a failed save is reported to `status`
-    and its partial files removed. No meta graph is written (nothing reads it). Chief only."""
+    """Tensorpack's ModelSaver as a monitor after the stats writer, so that epoch N's checkpoint exists only once its
+    record does; a failed save goes to `status`, its partial files removed. No meta graph. Chief only."""
     _chief_only = True
 
     def __init__(self, status, **kwargs):
@@ -174,39 +156,31 @@ class CheckpointAfterStats(ModelSaver, MonitorBase):
         step = self.trainer.loop.global_step
         prefix = os.path.join(self.checkpoint_dir, "model-{}".format(step))
 
+        def save():
+            self.saver.save(tf1.get_default_session(), self.path, global_step=step, write_meta_graph=False)
+
         def remove_partial_files():
-            for path in checkpoint_leftovers(self.checkpoint_dir, step):
+            for path in glob.glob(prefix + ".*") + glob.glob(prefix + "_temp*") + \
+                    glob.glob(os.path.join(self.checkpoint_dir, "checkpoint.tmp*")):
                 shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
 
-        save = lambda: self.saver.save(tf1.get_default_session(), self.path, global_step=step,     # noqa: E731
-                                       write_meta_graph=False)
         if self.status.attempt("the checkpoint", prefix, save, remove_partial_files):
             self.status.last_checkpoint = prefix
             logger.info("Model saved to {}.".format(prefix))
 
 
 class SaveGuard(MonitorBase):
-    """The last monitor, on every rank: after the start and after each epoch's saves, stops
-    training on every rank when rank 0 failed to write something (SaveFailed with its message).
-    With Horovod the message crosses ranks in one small broadcast per epoch."""
+    """The last monitor, on every rank: after the start and each epoch's saves, raises SaveFailed on every rank when
+    rank 0 failed to write something."""
     _chief_only = False
 
-    def __init__(self, status, hvd=None):
-        self.status, self.hvd = status, hvd
-
-    def _setup_graph(self):
-        if self.hvd is not None:
-            self._local = tf1.placeholder(tf.int32, [len(encode_text(""))])
-            self._shared = self.hvd.broadcast(self._local, root_rank=0, name="save_guard")
+    def __init__(self, status, world=None):        # None: a single process
+        self.status, self.world = status, world if world is not None else World()
 
     def check(self, when):
-        failure = self.status.message(when) if self.status.failure is not None else ""
-        if self.hvd is not None:
-            failure = decode_text(self.trainer.sess.run(self._shared, {self._local: encode_text(failure)}))
-            if failure and self.hvd.rank() != 0:
-                failure = "rank 0 could not save: " + failure
+        failure = self.world.from_chief(self.status.message(when) if self.status.failure is not None else "")
         if failure:
-            raise SaveFailed(failure)
+            raise SaveFailed(failure if self.world.is_chief else "rank 0 could not save: " + failure)
 
     def _before_train(self):
         self.check("before epoch {}".format(self.trainer.loop.starting_epoch))
@@ -215,8 +189,9 @@ class SaveGuard(MonitorBase):
         self.check("after epoch {}".format(self.trainer.epoch_num))
 
 
-def save_monitors(status, logdir, max_checkpoints, is_chief=True, hvd=None):
+def save_monitors(status, logdir, max_checkpoints, world):
     """Rank 0's writers in their order, then the guard (on every rank)."""
-    writers = [SafeEventWriter(status, logdir=logdir), ResumableJSONWriter(status), ScalarPrinter(),
-               CheckpointAfterStats(status, max_to_keep=max_checkpoints, checkpoint_dir=logdir)] if is_chief else []
-    return writers + [SaveGuard(status, hvd)]
+    if not world.is_chief:
+        return [SaveGuard(status, world)]
+    return [SafeEventWriter(status, logdir=logdir), ResumableJSONWriter(status), ScalarPrinter(),
+            CheckpointAfterStats(status, max_to_keep=max_checkpoints, checkpoint_dir=logdir), SaveGuard(status, world)]

@@ -1,15 +1,10 @@
-"""The gaps between Tensorpack 0.11 and what this project runs it with, closed from outside
-(no installed file is edited):
-
-- TF 2: most of Tensorpack goes through `tf.compat.v1`, but a few call sites use the TF1
-  top-level name directly (HorovodTrainer's broadcast calls `tf.global_variables`); `install()`
-  supplies exactly those names from `tf.compat.v1`.
-- Its main loop logs "Training failed at global_step=" with the step as an argument but no
-  placeholder, which Python's logging reports as an error of its own (a traceback that hides
-  the real one); a filter on its logger joins the two.
+"""The gaps between Tensorpack 0.11 and what this project runs it with, closed from outside (no installed file edited):
+- TF 2: a few call sites use a TF1 top-level name (HorovodTrainer's broadcast calls `tf.global_variables`);
+  `install()` supplies exactly those names from `tf.compat.v1`.
+- Its main loop logs "Training failed at global_step=" with the step as an argument but no placeholder, which
+  logging reports as an error of its own (hiding the real one); a filter on its logger joins the two.
 - Its log file: on a full disk every later line printed a "--- Logging error ---" traceback;
-  `log_file_errors_once()` turns the first such failure into one warning and drops the file.
-"""
+  `log_file_errors_once()` turns the first such failure into one warning and drops the file."""
 import logging
 import sys
 
@@ -28,11 +23,9 @@ class JoinArgumentsWithoutPlaceholder(logging.Filter):
 
 def install():
     """Idempotent. Returns the TF1 names it supplied."""
-    supplied = []
-    for name in MISSING_TF1_NAMES:
-        if not hasattr(tf, name):
-            setattr(tf, name, getattr(tf.compat.v1, name))
-            supplied.append(name)
+    supplied = [name for name in MISSING_TF1_NAMES if not hasattr(tf, name)]
+    for name in supplied:
+        setattr(tf, name, getattr(tf.compat.v1, name))
     tensorpack_logger = logging.getLogger("tensorpack")
     if not any(isinstance(f, JoinArgumentsWithoutPlaceholder) for f in tensorpack_logger.filters):
         tensorpack_logger.addFilter(JoinArgumentsWithoutPlaceholder())
@@ -40,8 +33,7 @@ def install():
 
 
 def log_file_errors_once():
-    """After `tensorpack.logger.set_logger_dir`: the first failed write of its log.log prints one
-    warning and stops writing the file (the console keeps the whole log)."""
+    """After `logger.set_logger_dir`: the first failed write of log.log prints one warning and stops writing it."""
     from tensorpack.utils import logger
     handler = logger._FILE_HANDLER
     if handler is None:

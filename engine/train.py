@@ -5,24 +5,22 @@ B/256 ... decreased by 10x at the 35th, 70th and 95th epoch ... label smoothing 
 weight decay 1e-4 ... 110 epochs", with a linear warm-up when the learning rate is large
 (docs/FACTS.md Sec. 5).
 
-Every rank takes the same number of steps per epoch, floor(training images / total batch),
-agreed over Horovod before training (ranks that disagreed would deadlock at the epoch's end).
-Each rank reads its own shard as an endless reshuffled stream, so an epoch's images are the
-next steps x batch of that stream: every image once per pass, the few left over at the end of
-a pass (less than a batch per rank) start the next epoch. A failure of the training stream
-(unreadable data, a bad batch from a data server) ends the run with that error, never as if
-it had finished.
-"""
+Every rank takes the same number of steps per epoch, floor(training images / total batch), agreed over Horovod (else
+they would deadlock at the epoch's end). Each rank reads its shard as an endless reshuffled stream: every image once
+per pass, the few left over start the next epoch. A failure of the training stream (unreadable data, a bad batch
+from a data server) ends the run with that error, never as if it had finished."""
 import logging
 import os
 from dataclasses import dataclass, field
 from typing import Dict, Optional
 
+import tensorflow as tf
 from tensorpack import TrainConfig, launch_train_with_config, logger
 from tensorpack.callbacks import EstimatedTimeLeft, ScheduledHyperParamSetter
 from tensorpack.dataflow import ProxyDataFlow
 from tensorpack.input_source import QueueInput
 from tensorpack.tfutils.sessinit import SessionInit
+from tensorpack.train import HorovodTrainer, SimpleTrainer
 
 from attacker import Attack, monitor_key
 from config import DEFAULTS
@@ -33,7 +31,7 @@ from nets.checkpoint import load_weights, read_weights
 
 from . import tensorpack_compat
 from .callbacks import CountUnreadable, evaluation_callbacks
-from .model import AdversarialModel, AttackExecution
+from .graphs import AdversarialTraining, AttackExecution
 from .lock import LogdirLock
 from .resume import check_run_shape, resume_point
 from .saving import SaveFailed, SaveStatus, save_monitors
@@ -67,22 +65,19 @@ class TrainingFailed(RuntimeError):
 
 
 class StrictInit(SessionInit):
-    """Loads a .npz or a checkpoint with the strict name/shape check (nets.checkpoint), and
-    the training state (step, learning rate, momentum) when the checkpoint has it."""
+    """Loads a .npz or checkpoint with the strict name/shape check (nets.checkpoint), and its training state if any."""
 
     def __init__(self, path, ignore_mismatch=False):
         self.path, self.ignore_mismatch = path, ignore_mismatch
 
     def _run_init(self, session):
-        message = load_weights(session, read_weights(self.path), source=self.path,
-                               ignore_mismatch=self.ignore_mismatch)
+        message = load_weights(session, read_weights(self.path), source=self.path, ignore_mismatch=self.ignore_mismatch)
         if message:
             log.warning("loaded with --ignore-mismatch: %s", message)
 
 
 class RecordFailure(ProxyDataFlow):
-    """Keeps the exception that ends the stream: Tensorpack's queue thread only logs it and
-    stops training as if it had finished, so `train` raises it afterwards."""
+    """Keeps the exception that ends the stream (Tensorpack's queue thread only logs it) for `train` to raise."""
     error = None
 
     def __iter__(self):
@@ -100,46 +95,37 @@ def default_logdir(spec, arch, depth, recipe, attack, total_batch):
         arch, depth, denoise, monitor_key(attack), epsilon, total_batch, spec.image_size))
 
 
-def resolve_start(job, steps_per_epoch):
-    """[weights to load, starting epoch, whether that continues a checkpoint of this folder]:
-    --resume continues the log folder's newest intact checkpoint; --load starts from given
-    weights at --starting-epoch (1 by default). A start over an earlier run's checkpoints or
-    records is refused (engine.resume.resume_point)."""
-    found = resume_point(job.logdir, job.resume)
-    if found is not None:
-        prefix, step = found
-        epoch = step // steps_per_epoch + 1
-        log.info("resuming from %s at epoch %d", prefix, epoch)
-        return [prefix, epoch, True]
-    starting_epoch = job.starting_epoch or 1
-    if job.load and starting_epoch == 1 and not job.load.endswith(".npz"):
-        step = int(read_weights(job.load).get("global_step", 0))
-        if step:
-            log.warning("%s was saved at step %d; training restarts the schedule at epoch 1 "
-                        "(pass --starting-epoch to continue it)", job.load, step)
-    return [job.load, starting_epoch, False]
-
-
 def prepare_logdir(job, recipe, shape, lock):
-    """Rank 0: lock the log folder, decide where training starts, check and record the run's
-    shape, and send Tensorpack's log there. Returns [weights to load, starting epoch, resumed]."""
+    """Rank 0: lock the log folder, choose where training starts, check and record the run's shape, send Tensorpack's
+    log there. Returns [weights to load, starting epoch, resumed]: --resume continues the newest intact checkpoint,
+    --load starts from given weights at --starting-epoch (default 1); a start over an earlier run is refused."""
     try:
         os.makedirs(job.logdir, exist_ok=True)
     except OSError as error:
         raise SaveFailed("cannot create the log folder {}: {}".format(job.logdir, error.strerror)) from None
     lock.acquire()
-    start = resolve_start(job, shape["steps_per_epoch"])
-    if start[1] <= recipe.epochs:
-        check_run_shape(job.logdir, shape, continuing=start[2])
+    found = resume_point(job.logdir, job.resume)
+    if found is not None:
+        load, step = found
+        starting_epoch, resumed = step // shape["steps_per_epoch"] + 1, True
+        log.info("resuming from %s at epoch %d", load, starting_epoch)
+    else:
+        load, starting_epoch, resumed = job.load, job.starting_epoch or 1, False
+        if load and starting_epoch == 1 and not load.endswith(".npz"):
+            step = int(read_weights(load).get("global_step", 0))
+            if step:
+                log.warning("%s was saved at step %d; training restarts the schedule at epoch 1 "
+                            "(pass --starting-epoch to continue it)", load, step)
+    if starting_epoch <= recipe.epochs:
+        check_run_shape(job.logdir, shape, continuing=resumed)
         logger.set_logger_dir(job.logdir, action="k")
         tensorpack_compat.log_file_errors_once()
-    return start
+    return [load, starting_epoch, resumed]
 
 
 def training_stream(job, recipe, spec, world, classes):
-    """(this rank's checked training batches, steps per epoch, its log of unreadable images or
-    None): decoded here, or received from `python -m tools.serve_data` at job.data_server
-    (whose epoch is counted from job.data)."""
+    """(this rank's checked training batches, steps per epoch, its log of unreadable images or None): decoded here,
+    or received from `python -m tools.serve_data` at job.data_server (whose epoch is counted from job.data)."""
     unreadable = None
     if job.data_server:
         total = len(list_images(job.data, "train", classes))
@@ -157,38 +143,44 @@ def training_stream(job, recipe, spec, world, classes):
 
 
 def train(spec, recipe, job, world, dataflow=None, extra_callbacks=()):
-    """Run (or continue) a training run. Returns the log directory.
-
-    `dataflow` replaces the one built from job.data/job.data_server (tests feed fixed batches).
-    """
+    """Run or continue a training run; returns the log folder. `dataflow` overrides job.data / job.data_server."""
     tensorpack_compat.install()
     classes = model_classes(job.data, spec.num_classes) if job.data else None
     stream, steps, unreadable = (dataflow, len(dataflow), None) if dataflow is not None else \
         training_stream(job, recipe, spec, world, classes)
     steps = world.agree(steps, "steps per epoch")
     stream = RecordFailure(stream)
-    total_batch = recipe.batch_per_gpu * world.size
-    shape = dict(batch_per_gpu=recipe.batch_per_gpu, ranks=world.size, total_batch=total_batch, steps_per_epoch=steps)
+    shape = dict(batch_per_gpu=recipe.batch_per_gpu, ranks=world.size, total_batch=recipe.batch_per_gpu * world.size,
+                 steps_per_epoch=steps)
     lock = LogdirLock(job.logdir)
     try:
         load, starting_epoch, _ = world.chief_does(lambda: prepare_logdir(job, recipe, shape, lock),
-                                                "preparing the log folder", share_result=True)
+                                                   "preparing the log folder")
         if starting_epoch > recipe.epochs:
             log.info("%s has finished all %d epochs already; nothing to train", job.logdir, recipe.epochs)
             return job.logdir
-        extra_callbacks = list(extra_callbacks) + ([CountUnreadable(unreadable, world.hvd)] if unreadable is not None else [])
-        run_training(spec, recipe, job, world, stream, steps, classes, load, starting_epoch, extra_callbacks)
+        if unreadable is not None:
+            extra_callbacks = list(extra_callbacks) + [CountUnreadable(unreadable, world)]
+        with tf.Graph().as_default():       # Tensorpack's training loop in a graph of its own
+            trainer = launch_training(spec, recipe, job, world, stream, steps, classes, load, starting_epoch,
+                                      extra_callbacks)
+        step, last_step = trainer.loop.global_step, recipe.epochs * steps
+        if stream.error is not None:
+            raise TrainingFailed("training stopped at step {} of {}: {}".format(step, last_step, stream.error)) \
+                from stream.error
+        if step < last_step:
+            raise TrainingFailed("training stopped at step {} of {} without finishing; the log is {}".format(
+                step, last_step, os.path.join(job.logdir, "log.log")))
     finally:
         lock.release()
     return job.logdir
 
 
-def run_training(spec, recipe, job, world, stream, steps, classes, load, starting_epoch, extra_callbacks):
-    """Tensorpack's training loop from `starting_epoch`, `load` loaded first; raises when it stopped early."""
+def launch_training(spec, recipe, job, world, stream, steps, classes, load, starting_epoch, extra_callbacks):
+    """Tensorpack's training loop from `starting_epoch`, `load` loaded first; returns the trainer."""
     total_batch = recipe.batch_per_gpu * world.size
     lr_schedule = recipe.lr_schedule(total_batch)
-    model = AdversarialModel(spec, job.options, job.attack, recipe, learning_rate=lr_schedule[0][1],
-                             execution=job.execution)
+    model = AdversarialTraining(spec, job.options, job.attack, recipe, lr_schedule[0][1], job.execution)
     callbacks = [ScheduledHyperParamSetter("learning_rate", lr_schedule), EstimatedTimeLeft(),
                  HangWatchdog(job.hang_timeout)] + list(extra_callbacks)
     warmup = recipe.warmup_schedule(total_batch, steps)
@@ -198,33 +190,19 @@ def run_training(spec, recipe, job, world, stream, steps, classes, load, startin
     if job.data and job.eval_attacks:
         check_readable(job.data, "val", classes, world.rank, world.size, job.workers, progress=world.is_chief)
         callbacks += evaluation_callbacks(
-            spec, job.options, recipe, job.eval_attacks, hvd=world.hvd,
+            spec, job.options, recipe, job.eval_attacks, world=world, status=status,
             make_dataflow=lambda: build_eval_dataflow(job.data, recipe.batch_per_gpu, image_size=spec.image_size,
                                                       workers=job.workers, shard_index=world.rank,
                                                       num_shards=world.size, classes=classes),
-            logdir=job.logdir if world.is_chief else None, model=dict(logdir=job.logdir, spec=spec.__dict__),
-            status=status)
-    monitors = save_monitors(status, job.logdir, job.max_checkpoints, world.is_chief, world.hvd)
+            logdir=job.logdir if world.is_chief else None, model=dict(logdir=job.logdir, spec=spec.__dict__))
+    monitors = save_monitors(status, job.logdir, job.max_checkpoints, world)
     config = TrainConfig(
         model=model, data=QueueInput(stream), callbacks=callbacks, monitors=monitors, steps_per_epoch=steps,
         max_epoch=recipe.epochs, starting_epoch=starting_epoch,
         session_init=StrictInit(load, job.ignore_mismatch) if load else None)
-    if world.distributed:
-        from tensorpack.train import HorovodTrainer
-        trainer = HorovodTrainer(average=True)
-    else:
-        from tensorpack.train import SimpleTrainer
-        trainer = SimpleTrainer()
+    trainer = HorovodTrainer(average=True) if world.distributed else SimpleTrainer()
     log.info("training %s: total batch %d on %d rank(s), %d steps per epoch, epochs %d..%d, attack %s",
              job.logdir, total_batch, world.size, steps, starting_epoch, recipe.epochs, job.attack.label)
     launch_train_with_config(config, trainer)
-    raise_if_failed(stream, trainer.loop.global_step, recipe.epochs * steps, job.logdir)
+    return trainer
 
-
-def raise_if_failed(stream, step, last_step, logdir):
-    if stream.error is not None:
-        raise TrainingFailed("training stopped at step {} of {}: {}".format(step, last_step, stream.error)) \
-            from stream.error
-    if step < last_step:
-        raise TrainingFailed("training stopped at step {} of {} without finishing; the log is {}".format(
-            step, last_step, os.path.join(logdir, "log.log")))

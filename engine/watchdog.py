@@ -1,18 +1,10 @@
-"""A hang is a failure too: a rank that makes no progress for `timeout` seconds prints every
-thread's stack and the reason to stderr and exits with code 3, so that horovodrun (or the
-scheduler) ends the job instead of waiting for ever. And no process outlives its rank.
-
-What it covers: a rank alive but stuck, e.g. in a collective that another rank never joins,
-or waiting for data from a frozen loader. A rank that dies is noticed by its peers at once
-(Gloo closes the connection) and a frozen one after HOROVOD_GLOO_TIMEOUT_SECONDS; Horovod's
-own stall shutdown does not act under Gloo (0.28.1). Progress is a training step, an
-evaluation batch or attack stage, or a batch of black-box predictions (`beat()`).
-
-Data-loading processes end with their rank: on SIGKILL of the rank through PR_SET_PDEATHSIG
-(data/flows.py), and on any other exit through `end_child_processes()`, which main.py calls last;
-without it, a frozen loader (Tensorpack joins its workers at exit, for ever) kept a finished
-rank, and with it horovodrun, from exiting.
-"""
+"""A hang is a failure too: a rank that makes no progress for `timeout` seconds prints every thread's stack and the
+reason to stderr and exits with code 3, so that horovodrun (or the scheduler) ends the job instead of waiting for
+ever: a rank stuck in a collective that another rank never joins (Horovod's stall shutdown does not act under Gloo,
+0.28.1), or waiting for a frozen loader. Progress (`beat()`) is a training step, an evaluation batch or attack stage,
+or a batch of black-box predictions. No process outlives its rank: data loaders end on SIGKILL of the rank through
+PR_SET_PDEATHSIG (data/flows.py), and on any other exit through `end_child_processes()`, which main.py calls last
+(Tensorpack joins a frozen loader at exit for ever, which kept a finished rank, and horovodrun, from exiting)."""
 import contextlib
 import faulthandler
 import os
@@ -32,31 +24,24 @@ def beat():
 
 
 def end_child_processes(grace=2.0):
-    """SIGTERM to every descendant of this process, SIGKILL to those alive `grace` s later (a
-    stopped process never acts on SIGTERM). Returns how many had to be killed."""
+    """SIGTERM to all descendants, SIGKILL to any alive `grace` s on (stopped ones ignore SIGTERM); returns how many."""
     children = psutil.Process().children(recursive=True)
     for child in children:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             child.terminate()
-        except psutil.NoSuchProcess:
-            pass
     _, alive = psutil.wait_procs(children, timeout=grace)
     for child in alive:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             child.kill()
-        except psutil.NoSuchProcess:
-            pass
     psutil.wait_procs(alive, timeout=grace)
     return len(alive)
 
 
 class Watch:
-    """One watchdog thread; `stop()` ends it (a process that calls main() more than once, as
-    the tests do, must not keep the watchdogs of finished runs)."""
+    """One watchdog thread; `stop()` ends it (tests call main() repeatedly: finished runs must not keep theirs)."""
 
     def __init__(self, timeout, what):
-        self.timeout, self.what = timeout, what
-        self._stopped = threading.Event()
+        self.timeout, self.what, self._stopped = timeout, what, threading.Event()
         beat()
         threading.Thread(target=self._watch, name="hang-watchdog", daemon=True).start()
 

@@ -1,10 +1,9 @@
-"""Named architectures (the CLI's `--arch`): each is a function of the depth returning an
-`ArchSpec`, the settings of a registered backbone (nets/backbone.py `BACKBONES`).
+"""Named architectures (the CLI's `--arch`): each is a function of the depth returning an `ArchSpec`, the settings of
+a registered backbone (nets/backbone.py `BACKBONES`).
 
-A new architecture is one function with one `@ARCHITECTURES.register(name)` line; a new
-topology registers a backbone and names it in `ArchSpec.backbone`. The published ones
-(docs/FACTS.md Sec. 2) keep exactly the variable names and shapes of
-docs/checkpoints/<Arch>-<depth>.json.
+A new architecture is one function with one `@ARCHITECTURES.register(name)` line; a new topology registers a backbone
+and names it in `ArchSpec.backbone`. The published ones (docs/FACTS.md Sec. 2) keep exactly the variable names and
+shapes of docs/checkpoints/<Arch>-<depth>.json.
 """
 import dataclasses
 from dataclasses import dataclass
@@ -46,9 +45,8 @@ class ArchSpec:
             raise ValueError("a classifier needs at least 2 classes, got --num-classes {}".format(self.num_classes))
         check_settings(self, "architecture")
         if len(self.widths) != len(self.blocks):
-            raise ValueError("widths {} and blocks {} must have one entry per group".format(
-                self.widths, self.blocks))
-        uneven = [w * self.bottleneck_multiplier for w in self.widths if w * self.bottleneck_multiplier % self.cardinality]
+            raise ValueError("widths {} and blocks {} must have one entry per group".format(self.widths, self.blocks))
+        uneven = [n for n in (w * self.bottleneck_multiplier for w in self.widths) if n % self.cardinality]
         if uneven:
             raise ValueError("architecture: the grouped 3x3 conv splits width x bottleneck_multiplier into cardinality "
                              "{} groups, which does not divide {}".format(self.cardinality, uneven[0]))
@@ -92,11 +90,8 @@ def resnext_denoise_all(depth):
 
 
 def build_spec(arch, depth, **overrides):
-    """The spec of a named architecture, with any field overridden (None means keep).
-
-    Overriding `denoise_op` alone on an architecture without denoising places the blocks
-    after each group, as ResNetDenoise does.
-    """
+    """The spec of a named architecture, with any field overridden (None means keep). Overriding `denoise_op` alone on
+    an architecture without denoising places the blocks after each group, as ResNetDenoise does."""
     spec = ARCHITECTURES.get(arch)(depth)
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if "denoise_op" in overrides and spec.denoise_placement == "none" and "denoise_placement" not in overrides:

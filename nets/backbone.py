@@ -1,11 +1,10 @@
 """The ResNet / ResNeXt backbone with denoising blocks placed where the paper studied them.
 
-Feature Denoising, Sec. 5: "ResNet-152 ... we add 4 denoising blocks ... after the last
-residual block of res2, res3, res4 and res5, respectively." The CAAD 2018 entry
-(ResNeXtDenoiseAll) puts a block after every residual block (docs/FACTS.md Sec. 2).
+Feature Denoising, Sec. 5: "ResNet-152 ... we add 4 denoising blocks ... after the last residual block of res2, res3,
+res4 and res5, respectively." CAAD 2018's ResNeXtDenoiseAll adds one after every residual block (docs/FACTS.md Sec. 2).
 
-`network()` returns the logits and the named intermediate outputs (each group's output and
-each denoising block's input and output), for tools that look inside the model.
+`network()` returns the logits and the named intermediate outputs (each group's output and each denoising block's
+input and output), for tools that look inside the model.
 """
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -36,8 +35,8 @@ def preprocess(image, dtype=tf.float32):
 
 
 def bottleneck(x, spec, width, stride, options, training):
-    """1x1 -> 3x3 (stride, groups) -> 1x1 with the last BN's gamma at zero; projection
-    shortcut (1x1 conv + BN) when the shape changes; ReLU after the sum."""
+    """1x1 -> 3x3 (stride, groups) -> 1x1 with the last BN's gamma at zero; projection shortcut (1x1 conv + BN) when
+    the shape changes; ReLU after the sum."""
     out_channels = width * spec.expansion
     inner = width * spec.bottleneck_multiplier
     shortcut = x
@@ -71,15 +70,13 @@ def residual_group(name, x, spec, group_index, options, training, outputs):
 def stem(x, spec, options, training):
     """ImageNet stem: 7x7/2 conv and 3x3/2 max pool; the small stem (small images) a 3x3/1 conv."""
     if spec.stem == "imagenet":
-        x = conv_bn("conv0", x, spec.stem_width, 7, options, training, stride=2)
-        return max_pool(x, options.layout)
+        return max_pool(conv_bn("conv0", x, spec.stem_width, 7, options, training, stride=2), options.layout)
     return conv_bn("conv0", x, spec.stem_width, 3, options, training)
 
 
 @BACKBONES.register("resnet")
 def resnet_backbone(x, spec, options, training, outputs):
-    """Stem, residual groups (each followed by a denoising block with group placement),
-    global average pooling: [B, channels] features."""
+    """Stem, residual groups (each then a denoising block with group placement), global average pool: [B, channels]."""
     x = outputs.endpoints["stem"] = stem(x, spec, options, training)
     for k in range(len(spec.blocks)):
         x = residual_group("group{}".format(k), x, spec, k, options, training, outputs)
@@ -91,17 +88,13 @@ def resnet_backbone(x, spec, options, training, outputs):
 
 
 def network(image, spec, training, options=BuildOptions()):
-    """image: float [B, H, W, 3] BGR in [0, 255] (always NHWC, as decoded) -> NetworkOutputs.
-
-    Variables are created or reused under the current variable scope (AUTO_REUSE), so the
-    attacker's forward passes (BN in inference mode) and the training pass share weights;
-    they are float32 whatever `options.compute_dtype`; the logits are float32.
-    """
+    """image: float [B, H, W, 3] BGR in [0, 255] (always NHWC, as decoded) -> NetworkOutputs. Variables are created or
+    reused under the current variable scope (AUTO_REUSE), so the attacker's forward passes (BN in inference mode) and
+    the training pass share weights; they are float32 whatever `options.compute_dtype`; the logits are float32."""
     outputs = NetworkOutputs()
     with tf1.variable_scope(tf1.get_variable_scope(), reuse=tf1.AUTO_REUSE):
         x = options.layout.from_nhwc(preprocess(image, options.dtype))
-        features = BACKBONES.get(spec.backbone)(x, spec, options, training, outputs)
-        outputs.endpoints["features"] = features
+        features = outputs.endpoints["features"] = BACKBONES.get(spec.backbone)(x, spec, options, training, outputs)
         outputs.logits = tf.cast(fully_connected("linear", features, spec.num_classes), tf.float32)
     return outputs
 

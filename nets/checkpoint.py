@@ -1,7 +1,7 @@
 """Read, check and load weights: Tensorpack `.npz` files (the published models) and TF checkpoints.
 
-docs/FACTS.md Sec. 3: a model built with the same --arch/-d has exactly the names and shapes
-of the published files, so they load unchanged; anything else is an error that says what differs.
+docs/FACTS.md Sec. 3: a model built with the same --arch/-d has exactly the names and shapes of the published files,
+so they load unchanged; anything else is an error that says what differs.
 """
 import os
 import re
@@ -13,8 +13,8 @@ from files import atomic_write
 
 tf1 = tf.compat.v1
 
-# Saved by training but not part of the model: the step counter, the learning rate and
-# the optimizer's slots. They are skipped silently when loading a model.
+# Saved by training but not part of the model: the step counter, the learning rate and the optimizer's slots. They are
+# skipped silently when loading a model.
 TRAINING_STATE = re.compile(r"^(global_step|learning_rate)$|/Momentum$")
 SHOW_NAMES = 5
 
@@ -27,20 +27,15 @@ class CheckpointMismatch(ValueError):
     """The checkpoint's variables are not the model's: lists what is missing, unexpected or mis-shaped."""
 
 
-def _strip_tensor_suffix(name):
-    return name[:-2] if name.endswith(":0") else name
-
-
 def read_weights(path):
-    """{name: array} from a `.npz` file, a TF checkpoint prefix, or a directory holding a
-    checkpoint. Every tensor is read, so a truncated or corrupt file is a CheckpointError
-    naming it, never a half-loaded model."""
+    """{name: array} from a `.npz` file, a TF checkpoint prefix, or a directory holding a checkpoint. Every tensor is
+    read, so a truncated or corrupt file is a CheckpointError naming it, never a half-loaded model."""
     if path.endswith(".npz"):
         if not os.path.isfile(path):
             raise FileNotFoundError("weights file not found: {}".format(path))
         try:
             with np.load(path, allow_pickle=False) as f:
-                return {_strip_tensor_suffix(k): f[k] for k in f.files}
+                return {k[:-2] if k.endswith(":0") else k: f[k] for k in f.files}     # names without ":0"
         except Exception as error:      # zipfile, numpy and OS errors alike
             raise CheckpointError("cannot read weights file {}: it is truncated or not a .npz of arrays "
                                   "({}: {})".format(path, type(error).__name__, error)) from None
@@ -50,9 +45,8 @@ def read_weights(path):
     except (tf.errors.OpError, ValueError) as error:
         raise CheckpointError("cannot read the checkpoint list in {} ({})".format(path, error)) from None
     if not found:
-        raise FileNotFoundError(
-            "no checkpoint at {}: give a .npz file, a checkpoint prefix (model-1000) or a "
-            "directory with a 'checkpoint' file".format(path))
+        raise FileNotFoundError("no checkpoint at {}: give a .npz file, a checkpoint prefix (model-1000) or a "
+                                "directory with a 'checkpoint' file".format(path))
     try:
         reader = tf.train.load_checkpoint(prefix)
         return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
@@ -62,8 +56,7 @@ def read_weights(path):
 
 
 def compare(model_shapes, weights):
-    """(missing, unexpected, misshaped) model-variable names between {name: shape} and weights;
-    training-state variables on either side are left out."""
+    """(missing, unexpected, misshaped) model-variable names of {name: shape} vs weights, training state left out."""
     names = {n for n in weights if not TRAINING_STATE.search(n)}
     model = {n: shape for n, shape in model_shapes.items() if not TRAINING_STATE.search(n)}
     missing = sorted(set(model) - names)
@@ -81,25 +74,19 @@ def _summarize(title, names, describe=str):
 
 
 def mismatch_message(source, model_shapes, weights, missing, unexpected, misshaped):
-    parts = [
-        _summarize("missing from the checkpoint", missing),
-        _summarize("unexpected (not in the model)", unexpected),
-        _summarize("mis-shaped", misshaped, lambda n: "{} (checkpoint {} vs model {})".format(
-            n, list(weights[n].shape), list(model_shapes[n]))),
-    ]
-    return ("{} does not match the model: {}. Check --arch and -d (and the other architecture "
-            "flags), or pass --ignore-mismatch to load only the variables that match.").format(
-        source, "; ".join(p for p in parts if p))
+    parts = [_summarize("missing from the checkpoint", missing),
+             _summarize("unexpected (not in the model)", unexpected),
+             _summarize("mis-shaped", misshaped, lambda n: "{} (checkpoint {} vs model {})".format(
+                 n, list(weights[n].shape), list(model_shapes[n])))]
+    return ("{} does not match the model: {}. Check --arch and -d (and the other architecture flags), or pass "
+            "--ignore-mismatch to load only the variables that match.").format(source, "; ".join(p for p in parts if p))
 
 
 def load_weights(session, weights, source="checkpoint", ignore_mismatch=False, variables=None):
-    """Assign `weights` ({name: array}) to the graph's global variables.
-
-    Raises CheckpointMismatch unless the model variables' names and shapes agree exactly, or,
-    with `ignore_mismatch`, loads the matching ones and returns the message describing the
-    rest. Returns None when everything matched. Training state (step, learning rate, momentum
-    slots) is restored where both the graph and the checkpoint have it, so a training run resumes.
-    """
+    """Assign `weights` ({name: array}) to the graph's global variables. Raises CheckpointMismatch unless the model
+    variables' names and shapes agree exactly, or, with `ignore_mismatch`, loads the matching ones and returns the
+    message describing the rest (None when everything matched). Training state (step, learning rate, momentum slots) is
+    restored where graph and checkpoint both have it, so training resumes."""
     variables = variables if variables is not None else tf1.global_variables()
     by_name = {v.op.name: v for v in variables}
     model_shapes = {n: v.shape.as_list() for n, v in by_name.items()}

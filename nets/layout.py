@@ -1,7 +1,6 @@
 """Tensor layout: NCHW (the fast layout on GPUs) or NHWC (the only one TF's CPU kernels run).
 
-Every layer and denoising operation takes a `Layout`, so the same weights give the same
-numbers in both; only the axes differ.
+Every layer and denoising operation takes a `Layout`: the same weights give the same numbers in both, only axes differ.
 """
 import contextlib
 from dataclasses import dataclass
@@ -71,8 +70,7 @@ def grouped_conv_kernels():
 
 
 def layout_scope(layout):
-    """TF's CPU kernels run only NHWC: an NCHW graph on a machine without a GPU is compiled
-    with XLA, which runs either layout."""
+    """TF's CPU kernels run only NHWC: without a GPU, an NCHW graph is compiled with XLA, which runs either."""
     if layout.channels_last or gpu_available():
         return contextlib.nullcontext()
     from tensorflow.python.compiler.xla import jit

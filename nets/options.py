@@ -1,8 +1,8 @@
 """How a model graph is built, as opposed to what it computes (that is `ArchSpec`).
 
-One explicit, frozen set of options is passed to the backbone and from there to every layer
-and denoising operation; nothing is read from the environment or from module-level state.
-Every combination computes the same function of the same variables, up to rounding.
+One frozen set of options goes to the backbone and on to every layer and denoising operation (nothing comes from the
+environment or module-level state); every combination computes the same function of the same variables, up to
+rounding.
 """
 import dataclasses
 from dataclasses import dataclass
@@ -32,8 +32,7 @@ class BuildOptions:
     def __post_init__(self):
         Layout(self.data_format)                 # validates the name
         if self.formulation not in FORMULATIONS:
-            raise ValueError("denoising formulation must be one of {}, got '{}'".format(
-                FORMULATIONS, self.formulation))
+            raise ValueError("denoising formulation must be one of {}, got '{}'".format(FORMULATIONS, self.formulation))
         if self.compute_dtype not in COMPUTE_DTYPES:
             raise ValueError("compute dtype must be one of {}, got '{}'".format(
                 sorted(COMPUTE_DTYPES), self.compute_dtype))

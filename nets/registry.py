@@ -5,8 +5,7 @@ class Registry:
     """Maps names to objects; an unknown name is an error that lists the known ones."""
 
     def __init__(self, kind):
-        self.kind = kind
-        self._entries = {}
+        self.kind, self._entries = kind, {}
 
     def register(self, name, obj=None):
         """`register(name, obj)`, or `@register(name)` as a decorator."""

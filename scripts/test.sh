@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# Install everything (a no-op when done) and run the whole test suite.
-#   bash scripts/test.sh [pytest arguments]
+# Install everything (a no-op when done) and run the tests.
+#   bash scripts/test.sh [pytest arguments]          the default tier: every module, in minutes
+#   bash scripts/test.sh --full [pytest arguments]   every test (what CI runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+tier=(-m "not full")
+if [ "${1:-}" = "--full" ]; then
+    tier=()
+    shift
+fi
+exec .venv/bin/python -m pytest -q -p no:cacheprovider "${tier[@]}" "$@"

@@ -1,4 +1,10 @@
-"""Running main.py the way a user does, on small generated data (no test functions here)."""
+"""Running main.py the way a user does, on small generated data (no test functions here):
+in this process (`run_main`, no TensorFlow start-up) or as a program (`main_py`, when the test
+needs a process of its own: signals, Horovod ranks, a crash, another working directory's
+environment)."""
+import contextlib
+import io
+import logging
 import os
 import subprocess
 import sys
@@ -6,12 +12,26 @@ import time
 
 import cv2
 import numpy as np
+import psutil
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOROVODRUN = os.path.join(os.path.dirname(sys.executable), "horovodrun")
 CLASSES = 4
-ARCH = ["--arch", "ResNetDenoise", "--blocks", "1,1,1,1", "--widths", "4,4,8,8", "--stem", "small",
-        "--stem-width", "8", "--num-classes", CLASSES, "--image-size", "16"]
+# The tests' model: a ResNet with the published non-local (embedded Gaussian) block after each
+# of two groups, on 16 px images; small enough that a graph with an attack builds in seconds.
+ARCH = ["--arch", "ResNetDenoise", "--blocks", "1,1", "--widths", "4,8", "--stem", "small", "--stem-width", "8",
+        "--num-classes", CLASSES, "--image-size", "16"]
+
+
+# A short training run: PGD-1, the clean images evaluated after each epoch and at the end.
+QUICK_TRAINING = ["--batch", 8, "--workers", 0, "--attack-iter", 1, "--eval-schedule", "0:1", "--eval-final", "0",
+                  *ARCH]
+
+
+def arch_spec(arch=ARCH):
+    """The ArchSpec that the flags `arch` give."""
+    import flags
+    return flags.spec_from_args(flags.build_parser().parse_args(["--eval"] + [str(a) for a in arch]))
 
 
 def write_split(root, split, per_class, seed, classes=CLASSES, extension="jpg"):
@@ -25,6 +45,41 @@ def write_split(root, split, per_class, seed, classes=CLASSES, extension="jpg"):
                 np.uint8)
             assert cv2.imwrite(os.path.join(folder, "{}.{}".format(i, extension)), image)
     return root
+
+
+def run_main(*args, cwd=None):
+    """(exit code, what it printed and logged, what it wrote to stderr) of `main.main(args)` in
+    this process, in `cwd`; the child processes it started (image decoders) are ended
+    afterwards, as main.py's are."""
+    import main
+    out, err = io.StringIO(), io.StringIO()
+    handler = logging.StreamHandler(out)
+    loggers = [logging.getLogger(), logging.getLogger("tensorpack")]
+    root_level, before, here = loggers[0].level, set(psutil.Process().children()), os.getcwd()
+    for logger in loggers:
+        logger.addHandler(handler)
+    loggers[0].setLevel(logging.INFO)
+    try:
+        os.chdir(cwd or here)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main.main([str(a) for a in args])
+            except SystemExit as exit_:
+                code = exit_.code
+    finally:
+        os.chdir(here)
+        loggers[0].setLevel(root_level)
+        for logger in loggers:
+            logger.removeHandler(handler)
+        end_processes(set(psutil.Process().children()) - before)
+    return code, out.getvalue(), err.getvalue()
+
+
+def end_processes(processes):
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    psutil.wait_procs(list(processes), timeout=10)
 
 
 def command(args, ranks=1):
@@ -58,7 +113,8 @@ def wait_for_file(path, process, timeout=300):
     """Wait until `path` exists while `process` (a Popen) runs; AssertionError if it ends first."""
     deadline = time.time() + timeout
     while not os.path.exists(path):
-        assert process.poll() is None, "the run ended before {} appeared: {}".format(path, process.stdout.read()[-3000:])
+        assert process.poll() is None, "the run ended before {} appeared: {}".format(
+            path, process.stdout.read()[-3000:])
         assert time.time() < deadline, "{} did not appear within {} s".format(path, timeout)
         time.sleep(0.02)
 

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
-from attacker import Attack, AttackResult, outcome, register_attack
+from attacker import Attack, register_attack, untargeted_result
 
 
 def sleep_for_an_hour(x):
@@ -16,7 +16,6 @@ def sleep_for_an_hour(x):
 @register_attack("hang")
 @dataclass(frozen=True)
 class Hang(Attack):
-    def attack(self, image, label, model, index=None):
+    def attack(self, image, label, classifier, index=None):
         stuck = tf.ensure_shape(tf.numpy_function(sleep_for_an_hour, [image], tf.float32), image.shape)
-        correct_top1, correct_top5, _ = outcome(model.logits(stuck), label, label)
-        return AttackResult(stuck, label, correct_top1, correct_top5, ~correct_top1)
+        return untargeted_result(stuck, label, classifier)

@@ -24,7 +24,7 @@ from nets import BuildOptions, build_spec  # noqa: E402
 from nets.checkpoint import save_npz  # noqa: E402
 
 SIZE, CLASSES, PER_RANK = 16, 5, 4
-SPEC = build_spec("ResNetDenoise", 50, blocks=(1, 1, 1, 1), widths=(4, 4, 8, 8), stem="small", stem_width=8,
+SPEC = build_spec("ResNetDenoise", 50, blocks=(1, 1), widths=(4, 8), stem="small", stem_width=8,
                   num_classes=CLASSES, image_size=SIZE)
 
 
@@ -85,7 +85,8 @@ def main():
     batches = [[images[rows], labels[rows]] for images, labels in fixed_batches(args.steps * args.epochs, total)]
     recipe = dataclasses.replace(PUBLISHED, batch_per_gpu=len(batches[0][1]), epochs=args.epochs, base_lr_per_256=6.4,
                                  warmup_epochs=0, attack_iterations=args.attack_iter, eval_schedule=())
-    attack = build_attack("pgd", dict(iterations=args.attack_iter, seed=0)) if args.attack_iter else build_attack("clean")
+    attack = (build_attack("pgd", dict(iterations=args.attack_iter, seed=0)) if args.attack_iter
+              else build_attack("clean"))
     job = TrainJob(data=None, logdir=os.path.join(args.out, "log"), attack=attack,
                    options=BuildOptions(bn_group_size=PER_RANK), load=args.init, workers=0)
     train(SPEC, recipe, job, world, dataflow=EpochsOf(DataFromList(batches, shuffle=False), args.steps),

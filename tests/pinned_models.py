@@ -8,7 +8,7 @@ import zlib
 import numpy as np
 import tensorflow as tf
 
-from attacker import PGD, Model
+from attacker import PGD, Classifier
 from nets import build_spec, logits
 
 tf1 = tf.compat.v1
@@ -55,7 +55,7 @@ def pinned_outputs(name):
         x = tf1.placeholder(tf.float32, images.shape)
         y = tf1.placeholder(tf.int32, labels.shape)
 
-        model = Model(lambda image: logits(image, spec, training=False), spec.num_classes)
+        model = Classifier(lambda image: logits(image, spec, training=False), spec.num_classes)
         fetches = dict(logits=model.logits(x))
         attack = PGD(3, epsilon=16, target_offset=1, prob_start_from_clean=1.0)
         fetches["adversarial"] = attack.perturb(x, y, model)[0]

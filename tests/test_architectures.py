@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from nets import ARCHITECTURES, BuildOptions, build_spec, logits
-from tests.tf_helpers import nchw_runs_here, randomize_variables, run_graph
+from tests.tf_helpers import nchw_runs_here, randomize_variables, run_graph, tiered
 
 tf1 = tf.compat.v1
 
@@ -30,7 +30,7 @@ def test_nine_manifests_are_present():
     assert len(MANIFESTS) == 9, "expected the 9 checkpoint manifests in {}".format(MANIFEST_DIR)
 
 
-@pytest.mark.slow
+@pytest.mark.full
 @pytest.mark.parametrize("path", MANIFESTS, ids=[os.path.basename(p) for p in MANIFESTS])
 def test_variables_match_published_manifest(path):
     with open(path) as f:
@@ -68,7 +68,7 @@ def test_small_configuration_any_size_and_classes(name):
 
 
 @pytest.mark.skipif(not nchw_runs_here(), reason="NCHW needs a GPU or XLA")
-@pytest.mark.parametrize("name", sorted(TINY_ARCHS))
+@pytest.mark.parametrize("name", tiered(sorted(TINY_ARCHS), default=("ResNetDenoise",)))
 def test_nchw_and_nhwc_give_the_same_logits(name):
     images = np.random.RandomState(1).uniform(0, 255, [2, 16, 16, 3]).astype(np.float32)
     nhwc = tiny_logits(name, "NHWC", images)
@@ -145,8 +145,8 @@ def folded_and_plain(name, data_format, images, training=False):
                       init=lambda s: randomize_variables(s, seed=3)) for fold in (True, False)]
 
 
-@pytest.mark.parametrize("data_format", ["NHWC", pytest.param("NCHW", marks=pytest.mark.skipif(
-    not nchw_runs_here(), reason="NCHW needs a GPU or XLA"))])
+@pytest.mark.parametrize("data_format", ["NHWC", pytest.param("NCHW", marks=[pytest.mark.full, pytest.mark.skipif(
+    not nchw_runs_here(), reason="NCHW needs a GPU or XLA")])])
 @pytest.mark.parametrize("name", ["ResNetDenoise", "ResNeXtDenoiseAll"])
 def test_folded_batch_norm_is_the_same_model(name, data_format):
     """conv(x, W) * scale + shift == conv(x, W * scale) + shift: same variables, logits and input

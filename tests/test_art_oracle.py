@@ -6,20 +6,21 @@ than 2 points of error) is a bug.
 ART runs the project's own graph: the logits function is wrapped with
 tf.compat.v1.wrap_function and the trained variables are assigned to it by name. ART has no
 APGD-T (its targeted APGD pushes the untargeted DLR loss towards a given class, not the
-targeted DLR, and has no loop over target classes), so APGD-T has no counterpart here (tests/test_attacks.py holds it to a NumPy run of Algorithm
-1); the composite, which contains it, must reach every ART attack's error.
+targeted DLR, and has no loop over target classes), so APGD-T has no counterpart here
+(tests/test_attacks.py holds it to a NumPy run of Algorithm 1); the composite, which contains
+it, must reach every ART attack's error.
 """
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from attacker import Model, build_attack
+from attacker import Classifier, build_attack
 from nets import build_spec, logits
-from tests.test_attacker import synthetic_data
+from tests.tf_helpers import synthetic_data
 
 tf1 = tf.compat.v1
 art = pytest.importorskip("art", reason="ART is installed by scripts/setup.sh (requirements-test.txt)")
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.full
 
 SIZE, CLASSES, IMAGES, EPSILON = 12, 4, 100, 2.0
 SPEC = build_spec("ResNetDenoise", 50, blocks=(1, 1, 1, 1), widths=(4, 4, 8, 8), stem="small", stem_width=8,
@@ -42,7 +43,7 @@ def setting():
         loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
             labels=y, logits=logits(x, SPEC, training=True)))
         train = tf1.train.AdamOptimizer(0.003).minimize(loss)
-        model = Model(lambda t: logits(t, SPEC, training=False), CLASSES)
+        model = Classifier(lambda t: logits(t, SPEC, training=False), CLASSES)
         attacks = {name: build_attack(name, settings).attack(x, y, model) for name, settings in ATTACKS.items()}
         with tf1.Session() as session:
             session.run(tf1.global_variables_initializer())

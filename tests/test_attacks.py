@@ -5,16 +5,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from attacker import ATTACKS, Model, build_attack
+from attacker import ATTACKS, Classifier, build_attack
 from attacker.apgd import checkpoints
-from attacker.losses import dlr_loss, margin, targeted_dlr_loss
+from attacker.losses import dlr, margin
 from attacker.randomness import uniform_per_image
 from attacker.square import Square
 from tests import reference_attacks as ref
-from tests.test_attacker import CLASSES, SIZE, mlp, trained  # noqa: F401  (trained: the fixture)
+from tests.tf_helpers import CLASSES, mlp
 
 tf1 = tf.compat.v1
-MLP = Model(mlp, CLASSES)
+MLP = Classifier(mlp, CLASSES)
 
 
 def run(fetches, feeds=None):
@@ -28,8 +28,8 @@ def test_dlr_losses_and_margin_match_numpy():
     label, target = rng.randint(0, 6, 50), rng.randint(0, 6, 50)
     target = np.where(target == label, (label + 1) % 6, target)
     with tf.Graph().as_default():
-        got = run([dlr_loss(tf.constant(z), tf.constant(label)),
-                   targeted_dlr_loss(tf.constant(z), tf.constant(label), tf.constant(target)),
+        got = run([dlr(tf.constant(z), tf.constant(label)),
+                   dlr(tf.constant(z), tf.constant(label), tf.constant(target)),
                    margin(tf.constant(z), tf.constant(label))])
     np.testing.assert_allclose(got[0], ref.dlr_loss(z, label), rtol=1e-10)
     np.testing.assert_allclose(got[1], ref.targeted_dlr_loss(z, label, target), rtol=1e-10)
@@ -71,7 +71,7 @@ def test_apgd_on_a_linear_model_follows_the_reference_run(loss):
     with tf.Graph().as_default():
         index = tf.range(60, dtype=tf.int64)
         start_noise = uniform_per_image(index, 7, 0, [4, 4, 3], -1.0, 1.0)
-        result = attack.attack(tf.constant(x, tf.float32), tf.constant(labels, tf.int32), Model(linear, 5), index)
+        result = attack.attack(tf.constant(x, tf.float32), tf.constant(labels, tf.int32), Classifier(linear, 5), index)
         noise, result = run([start_noise, result])
     want = ref.apgd_linear(w, b, x.astype(np.float32).astype(np.float64), labels, 3.0, 30, loss=loss,
                            x_init=ref.autoattack_linf_start(x.astype(np.float32), 3.0, (noise + 1) / 2),
@@ -93,8 +93,8 @@ def test_every_registered_attack_is_covered():
 
 
 @pytest.mark.parametrize("name", sorted(ATTACK_SETTINGS))
-def test_every_attack_stays_in_the_ball_and_the_range_and_ignores_the_batch(name, trained):  # noqa: F811
-    graph, session, image, label, images, labels = trained
+def test_every_attack_stays_in_the_ball_and_the_range_and_ignores_the_batch(name, trained_mlp):
+    graph, session, image, label, images, labels = trained_mlp
     attack = build_attack(name, dict(ATTACK_SETTINGS[name], epsilon=6.0, seed=4))
     with graph.as_default():
         index = tf1.placeholder(tf.int64, [None])
@@ -106,31 +106,31 @@ def test_every_attack_stays_in_the_ball_and_the_range_and_ignores_the_batch(name
     assert (~whole.correct_top1).sum() > 0                        # it does something
     np.testing.assert_array_equal(part.correct_top1, whole.correct_top1[50:90])
     if name != "pgd":
-        np.testing.assert_array_equal(whole.hit, ~whole.correct_top1)     # untargeted: success = misclassified
+        np.testing.assert_array_equal(whole.success, ~whole.correct_top1)     # untargeted: success = misclassified
 
 
-def test_square_uses_no_gradient_and_breaks_a_clean_model(trained):  # noqa: F811
+def test_square_uses_no_gradient_and_breaks_a_clean_model(trained_mlp):
     """Square reads logits only: it works through a model whose gradient is zero everywhere."""
-    graph, session, image, label, images, labels = trained
+    graph, session, image, label, images, labels = trained_mlp
 
     def masked(x):          # the same function, but a zero gradient (stop_gradient): gradient masking
         return mlp(tf.stop_gradient(x) + 0.0 * x)
     with graph.as_default():
         square = build_attack("square", dict(epsilon=16.0, queries=300, p_init=0.3, seed=0)).attack(image, label,
-                                                                                         Model(masked, CLASSES))
+                                                                                         Classifier(masked, CLASSES))
         pgd = build_attack("pgd", dict(iterations=10, epsilon=16.0, targeted=False, seed=0)).attack(
-            image, label, Model(masked, CLASSES))
+            image, label, Classifier(masked, CLASSES))
         square, pgd = session.run([square, pgd], {image: images, label: labels})
     assert (~square.correct_top1).mean() > 0.8
     assert (~pgd.correct_top1).mean() < 0.2          # gradient attacks are blind here
 
 
-def test_the_composite_is_at_least_as_strong_as_each_component(trained):  # noqa: F811
-    graph, session, image, label, images, labels = trained
+def test_the_composite_is_at_least_as_strong_as_each_component(trained_mlp):
+    graph, session, image, label, images, labels = trained_mlp
     composite = build_attack("autoattack", dict(epsilon=5.0, iterations=10, target_classes=2, queries=60, seed=1))
     with graph.as_default():
         clean = build_attack("clean").attack(image, label, MLP)
-        results = session.run([a.attack(image, label, MLP) for a in [composite] + composite.components()] + [clean],
+        results = session.run([a.attack(image, label, MLP) for a in [composite] + composite.stages()[1:]] + [clean],
                               {image: images, label: labels})
     errors = [(~r.correct_top1).mean() for r in results[:-1]]
     assert errors[0] >= max(errors[1:]) and errors[0] > 0
@@ -138,18 +138,18 @@ def test_the_composite_is_at_least_as_strong_as_each_component(trained):  # noqa
     np.testing.assert_array_equal(~results[0].correct_top1, union)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", ["apgd-ce", "apgd-t", "autoattack"])
+@pytest.mark.parametrize("name", [pytest.param("apgd-ce", marks=pytest.mark.full),
+                                  pytest.param("apgd-t", marks=pytest.mark.full), "autoattack"])
 def test_later_runs_on_no_image_still_robust_are_skipped(name):
     """Once every image is broken, the later runs attack an empty batch, on which TensorFlow's
     CPU convolutions fail: they must be skipped (seen on the demo's clean model)."""
     from nets import build_spec, logits
-    spec = build_spec("ResNetDenoise", 50, blocks=(1, 1, 1, 1), widths=(4, 4, 8, 8), stem="small", stem_width=8,
+    spec = build_spec("ResNetDenoise", 50, blocks=(1, 1), widths=(4, 8), stem="small", stem_width=8,
                       num_classes=4, image_size=12)
     settings = dict(epsilon=255.0, iterations=2, target_classes=2, queries=5, restarts=2, seed=0)
     images = np.random.RandomState(0).uniform(0, 255, [5, 12, 12, 3])
     with tf.Graph().as_default():
-        model = Model(lambda t: logits(t, spec, training=False), 4)
+        model = Classifier(lambda t: logits(t, spec, training=False), 4)
         image, label = tf.constant(images, tf.float32), tf1.placeholder(tf.int32, [5])
         attack = build_attack(name, settings).attack(image, label, model)
         with tf1.Session() as session:

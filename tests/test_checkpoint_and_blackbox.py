@@ -7,11 +7,11 @@ import pytest
 import tensorflow as tf
 
 import main
-from engine.blackbox import read_resized
+from engine.classify_folder import read_resized
 from engine.predictor import Predictor
-from nets import BuildOptions, build_spec, logits
-from nets.checkpoint import CheckpointMismatch, read_weights, save_npz
-from tests.tf_helpers import randomize_variables
+from nets import BuildOptions, build_spec
+from nets.checkpoint import CheckpointMismatch, read_weights
+from tests.tf_helpers import write_random_weights
 
 tf1 = tf.compat.v1
 
@@ -21,23 +21,9 @@ SPEC = build_spec("ResNetDenoise", 50, blocks=(1, 1, 1, 1), widths=(4, 4, 8, 8),
                   num_classes=5, image_size=16)
 
 
-def save_random_weights(path, spec=SPEC, checkpoint_prefix=None):
-    with tf.Graph().as_default():
-        logits(tf1.placeholder(tf.float32, [None, spec.image_size, spec.image_size, 3]), spec, training=False)
-        step = tf1.train.get_or_create_global_step()
-        with tf1.Session() as session:
-            session.run(tf1.global_variables_initializer())
-            randomize_variables(session, seed=3)
-            save_npz(session, path)
-            if checkpoint_prefix:
-                tf1.train.Saver().save(session, checkpoint_prefix, global_step=step)
-
-
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("w") / "tiny.npz")
-    save_random_weights(path)
-    return path
+    return write_random_weights(str(tmp_path_factory.mktemp("w") / "tiny.npz"), SPEC)
 
 
 def test_npz_round_trip_gives_identical_weights(weights):
@@ -52,7 +38,7 @@ def test_npz_round_trip_gives_identical_weights(weights):
 
 def test_tf_checkpoint_loads_like_npz(tmp_path):
     npz = str(tmp_path / "w.npz")
-    save_random_weights(npz, checkpoint_prefix=str(tmp_path / "ckpt" / "model"))
+    write_random_weights(npz, SPEC, checkpoint_prefix=str(tmp_path / "ckpt" / "model"))
     images = np.random.RandomState(0).randint(0, 256, [2, 16, 16, 3]).astype(np.uint8)
     from_npz = Predictor(SPEC, BuildOptions(), npz)(images)
     from_ckpt = Predictor(SPEC, BuildOptions(), str(tmp_path / "ckpt"))(images)    # global_step is skipped

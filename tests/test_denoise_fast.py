@@ -14,7 +14,7 @@ from nets.denoise.attention import blocked_softmax_attention, softmax_attention
 from nets.denoise.median import MEDIAN9_NETWORK, median_fill
 from nets.denoise.neighbourhood import valid_offsets
 from tests import reference_ops as ref
-from tests.tf_helpers import from_layout, randomize_variables, run_graph, to_layout
+from tests.tf_helpers import from_layout, randomize_variables, run_graph, tiered, to_layout
 
 tf1 = tf.compat.v1
 
@@ -202,7 +202,7 @@ def test_unknown_formulation_is_an_error():
         BuildOptions(formulation="quick")
 
 
-@pytest.mark.parametrize("name", DENOISE_OPS.names())
+@pytest.mark.parametrize("name", tiered(DENOISE_OPS.names(), default=("nonlocal_gaussian", "median")))
 def test_fast_kernels_give_the_definitions_input_gradient_at_the_model_level(name):
     """What the default attack path relies on: in a whole model (every block, NHWC), the fast
     kernels give the input gradient of the attack loss that the definitions give."""
@@ -229,7 +229,7 @@ def tiny_attack(**execution):
     statistics), its variables created inside the attack loop (as in training), and the
     logits of the result."""
     from attacker import PGD
-    from engine.model import AttackExecution, attack_model
+    from engine.graphs import AttackExecution, attacked_classifier
     spec = build_spec("ResNetDenoise", 50, blocks=(1, 1, 1, 1), widths=(4, 4, 8, 8), stem="small", stem_width=8,
                       num_classes=7, image_size=16)
     rng = np.random.RandomState(11)
@@ -237,15 +237,15 @@ def tiny_attack(**execution):
     labels = rng.randint(0, 7, [4]).astype(np.int32)
 
     def build(layout, image, label):
-        model = attack_model(spec, BuildOptions(layout.data_format), AttackExecution(**execution))
+        model = attacked_classifier(spec, BuildOptions(layout.data_format), AttackExecution(**execution))
         adv, _ = PGD(3, epsilon=16, seed=1).perturb(image, label, model)
         return adv, model.logits(adv)
     return run_graph(build, [images, labels], init=lambda s: randomize_variables(s, seed=2)), images
 
 
 @pytest.mark.parametrize("settings,tolerance", [
-    pytest.param(dict(fold_batch_norm=True), 1e-3, id="folded_bn"),
-    pytest.param(dict(xla=True), 1e-2, marks=pytest.mark.slow, id="xla"),     # compiles the loop: about 8 s
+    pytest.param(dict(fold_batch_norm=True), 1e-3, marks=pytest.mark.full, id="folded_bn"),
+    pytest.param(dict(xla=True), 1e-2, marks=pytest.mark.full, id="xla"),     # compiles the loop: about 8 s
 ])
 def test_same_function_variants_are_the_float32_attack(settings, tolerance):
     """Folded BN and XLA compute the float32 attack's function: the same adversarial images."""

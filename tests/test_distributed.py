@@ -18,33 +18,26 @@ import pytest
 from tests import multihost
 from tests.cli import ARCH, HOROVODRUN, ROOT, main_py, wait_for_file, write_split
 
-pytestmark = [pytest.mark.horovod, pytest.mark.slow, pytest.mark.skipif(
+pytestmark = [pytest.mark.horovod, pytest.mark.full, pytest.mark.skipif(
     importlib.util.find_spec("horovod") is None or not os.path.exists(HOROVODRUN),
     reason="horovod is not installed (bash scripts/setup.sh builds it)")]
 QUICK = ["--workers", 0, "--attack-iter", 1, "--eval-schedule", "0:1", "--eval-final", "0"] + ARCH
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    """47 training images: 3 ranks get shards of 15, 16 and 16, that is 1, 2 and 2 batches of 8."""
-    root = str(tmp_path_factory.mktemp("data"))
+def uneven_data(tmp_path_factory):
+    """47 training images: 3 ranks get shards of 15, 16 and 16, that is 1, 2 and 2 batches of 8;
+    40 validation images."""
+    root = str(tmp_path_factory.mktemp("uneven_data"))
     write_split(root, "train", 12, seed=0)
     os.remove(os.path.join(root, "train", "class3", "11.jpg"))
     write_split(root, "val", 10, seed=1)
     return root
 
 
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    from tests.test_reliability import save_random_weights
-    path = str(tmp_path_factory.mktemp("w") / "w.npz")
-    save_random_weights(path)
-    return path
-
-
-def test_ranks_with_uneven_shards_take_the_same_steps(tmp_path, data):
+def test_ranks_with_uneven_shards_take_the_same_steps(tmp_path, uneven_data):
     """floor(47 / (3 x 8)) = 1 step per epoch on every rank (each rank's own shard would give 1, 2, 2)."""
-    code, out = main_py("--train", "--data", data, "--logdir", tmp_path / "run", "--epochs", 2, "--batch", 8,
+    code, out = main_py("--train", "--data", uneven_data, "--logdir", tmp_path / "run", "--epochs", 2, "--batch", 8,
                         *QUICK, ranks=3, timeout=600)
     assert code == 0, out[-3000:]
     assert out.count("1 steps per epoch") >= 1 and os.path.exists(os.path.join(tmp_path, "run", "model-2.index"))
@@ -58,22 +51,22 @@ def eval_counts(data, weights, tmp_path, name, batch, ranks):
     assert code == 0, out[-3000:]
     with open(result) as f:
         record = json.load(f)
-    return {key: record[key] for key in ("images", "wrong_top1", "wrong_top5", "hits")}
+    return {key: record[key] for key in ("images", "wrong_top1", "wrong_top5", "successes")}
 
 
-def test_evaluation_gives_the_same_counts_at_any_batch_size_and_rank_count(tmp_path, data, weights):
+def test_evaluation_gives_the_same_counts_at_any_batch_size_and_rank_count(tmp_path, uneven_data, random_weights):
     """Targeted PGD with random targets and starts: each image's draws depend on the seed and
     its index only, so one batch of 40, batches of 7 and 3 ranks count the same."""
-    whole = eval_counts(data, weights, tmp_path, "whole", 40, 1)
-    assert whole["images"] == 40 and 0 < whole["hits"] < 40
-    assert eval_counts(data, weights, tmp_path, "sevens", 7, 1) == whole
-    assert eval_counts(data, weights, tmp_path, "ranks", 7, 3) == whole
+    whole = eval_counts(uneven_data, random_weights, tmp_path, "whole", 40, 1)
+    assert whole["images"] == 40 and 0 < whole["successes"] < 40
+    assert eval_counts(uneven_data, random_weights, tmp_path, "sevens", 7, 1) == whole
+    assert eval_counts(uneven_data, random_weights, tmp_path, "ranks", 7, 3) == whole
 
 
-def test_a_failure_on_every_rank_ends_the_job_non_zero(tmp_path, data):
+def test_a_failure_on_every_rank_ends_the_job_non_zero(tmp_path, uneven_data):
     import shutil
-    root = str(tmp_path / "data")
-    shutil.copytree(data, root)
+    root = str(tmp_path / "uneven_data")
+    shutil.copytree(uneven_data, root)
     for folder, _, names in os.walk(os.path.join(root, "train")):
         for name in names:
             open(os.path.join(folder, name), "wb").write(b"not an image")
@@ -88,12 +81,13 @@ def python_ranks(horovodrun):
         with contextlib.suppress(psutil.Error):
             return any(part.endswith("main.py") for part in process.cmdline())
         return False
-    return [p for p in psutil.Process(horovodrun.pid).children(recursive=True) if is_main(p) and not is_main(p.parent())]
+    return [p for p in psutil.Process(horovodrun.pid).children(recursive=True)
+            if is_main(p) and not is_main(p.parent())]
 
 
-def test_a_lost_rank_ends_the_job_and_resume_continues(tmp_path, data):
+def test_a_lost_rank_ends_the_job_and_resume_continues(tmp_path, uneven_data):
     logdir = str(tmp_path / "run")
-    args = ["--train", "--data", data, "--logdir", logdir, "--epochs", 200, "--batch", 8, *QUICK]
+    args = ["--train", "--data", uneven_data, "--logdir", logdir, "--epochs", 200, "--batch", 8, *QUICK]
     job = main_py(*args, ranks=2, wait=False)
     deadline = time.time() + 300
     while not os.path.exists(os.path.join(logdir, "checkpoint")):
@@ -122,7 +116,7 @@ NETNS = multihost.netns_unavailable_reason()
 
 
 @pytest.mark.skipif(NETNS is not None, reason="network namespaces: {}".format(NETNS))
-def test_two_hosts_in_network_namespaces_train_and_evaluate_like_one_process(tmp_path, data, weights):
+def test_two_hosts_in_network_namespaces_train_and_evaluate_like_one_process(tmp_path, uneven_data, random_weights):
     """One rank in each of two namespaces joined by a veth pair, Horovod over Gloo/TCP on the
     pair's addresses: two epochs of training give the weights of one process (BN statistics
     per rank, as --bn-group-size gives in one process), and evaluation counts equal one process'."""
@@ -134,8 +128,9 @@ def test_two_hosts_in_network_namespaces_train_and_evaluate_like_one_process(tmp
         results = multihost.run_ranks(hosts, [str(a) for a in check + ["--out", tmp_path / "hosts"]], cwd=ROOT)
         assert [code for code, _ in results] == [0, 0], results[0][1][-2000:] + results[1][1][-2000:]
         result = str(tmp_path / "hosts.json")
-        evaluation = [sys.executable, os.path.join(ROOT, "main.py"), "--eval", "--data", data, "--load", weights,
-                      "--attack-iter", 1, "--attack-seed", 0, "--batch", 7, "--workers", 0, "--result-file",
+        evaluation = [sys.executable, os.path.join(ROOT, "main.py"), "--eval", "--data", uneven_data, "--load",
+                      random_weights, "--attack-iter", 1, "--attack-seed", 0, "--batch", 7, "--workers", 0,
+                      "--result-file",
                       result] + ARCH
         results = multihost.run_ranks(hosts, [str(a) for a in evaluation], cwd=ROOT)
         assert [code for code, _ in results] == [0, 0], results[0][1][-2000:]
@@ -149,19 +144,20 @@ def test_two_hosts_in_network_namespaces_train_and_evaluate_like_one_process(tmp
         if "EMA" not in name:
             np.testing.assert_array_equal(rank0[name], rank1[name], err_msg=name)
             np.testing.assert_allclose(rank0[name], one[name], rtol=1e-4, atol=1e-5, err_msg=name)
-    code, out = main_py("--eval", "--data", data, "--load", weights, "--attack-iter", 1, "--attack-seed", 0,
-                        "--batch", 7, "--workers", 0, "--result-file", tmp_path / "one.json", *ARCH)
+    code, out = main_py("--eval", "--data", uneven_data, "--load", random_weights, "--attack-iter", 1,
+                        "--attack-seed", 0, "--batch", 7, "--workers", 0,
+                      "--result-file", tmp_path / "one.json", *ARCH)
     assert code == 0, out[-2000:]
-    keys = ("images", "wrong_top1", "wrong_top5", "hits")
+    keys = ("images", "wrong_top1", "wrong_top5", "successes")
     hosts_record, one_record = (json.load(open(tmp_path / n)) for n in ("hosts.json", "one.json"))
     assert {k: hosts_record[k] for k in keys} == {k: one_record[k] for k in keys}
 
 
-def test_a_locked_log_folder_stops_every_rank_with_the_holder_named(tmp_path, data):
+def test_a_locked_log_folder_stops_every_rank_with_the_holder_named(tmp_path, uneven_data):
     from engine.lock import LogdirLock
     logdir = str(tmp_path / "run")
     with LogdirLock(logdir):
-        code, out = main_py("--train", "--data", data, "--logdir", logdir, "--epochs", 1, "--batch", 8, *QUICK,
+        code, out = main_py("--train", "--data", uneven_data, "--logdir", logdir, "--epochs", 1, "--batch", 8, *QUICK,
                             ranks=2, timeout=600)
     assert code != 0
     holder = "is in use by another training run: pid {}".format(os.getpid())
@@ -170,12 +166,12 @@ def test_a_locked_log_folder_stops_every_rank_with_the_holder_named(tmp_path, da
         logdir, holder) in out, out[-3000:]
 
 
-def test_a_frozen_image_decoder_of_one_rank_does_not_keep_horovodrun_alive(tmp_path, data):
+def test_a_frozen_image_decoder_of_one_rank_does_not_keep_horovodrun_alive(tmp_path, uneven_data):
     """One decoding process of rank 1 is stopped (SIGSTOP) once the training queues hold the
     run's remaining batches: horovodrun still exits 0 when training has finished, and no
     process of the job is left."""
     logdir = str(tmp_path / "run")
-    job = main_py("--train", "--data", data, "--logdir", logdir, "--epochs", 3, "--batch", 8, "--workers", 2,
+    job = main_py("--train", "--data", uneven_data, "--logdir", logdir, "--epochs", 3, "--batch", 8, "--workers", 2,
                   *QUICK[2:], ranks=2, wait=False)
     wait_for_file(os.path.join(logdir, "checkpoint"), job)
     ranks = python_ranks(job)

@@ -8,82 +8,51 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-import main
 from attacker import Attack, build_attack
 from attacker.autoattack import AutoAttack
 from data import build_eval_dataflow, evaluation_subset, list_images
 from data.errors import DataError
-from engine.evaluate import evaluate
-from engine.flags import spec_from_args
+from engine.evaluate import attack_batch, evaluate
 from engine.predictor import Predictor
 from nets import BuildOptions
-from tests.cli import ARCH, HOROVODRUN, main_py, main_py_stderr, write_split
+from tests.cli import ARCH, HOROVODRUN, arch_spec, main_py, run_main
 
-pytestmark = pytest.mark.slow
 SMALL_AUTOATTACK = ["--attack", "autoattack", "--attack-option", "iterations=4", "--attack-option", "target_classes=2",
-                    "--attack-option", "queries=30", "--attack-seed", 3, "--attack-epsilon", 16]
+                    "--attack-option", "queries=30", "--attack-seed", 3, "--attack-epsilon", 32]
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return write_split(str(tmp_path_factory.mktemp("data")), "val", 5, seed=1)      # 20 images
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory, data):
-    """A model trained on the validation images themselves (BN in inference mode): accurate
-    and not robust, so that every stage has images to break."""
-    import tensorflow as tf
-    from nets import logits
-    from nets.checkpoint import save_npz
-    tf1 = tf.compat.v1
-    spec = spec_from_args(main.build_parser().parse_args(["--eval"] + [str(a) for a in ARCH]))
-    images, labels, _ = next(iter(_whole(data)))
-    path = str(tmp_path_factory.mktemp("w") / "w.npz")
-    with tf.Graph().as_default():
-        tf1.set_random_seed(0)
-        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=labels, logits=logits(tf.constant(images, tf.float32), spec, training=False)))
-        train = tf1.train.AdamOptimizer(0.01).minimize(loss)
-        with tf1.Session() as session:
-            session.run(tf1.global_variables_initializer())
-            for _ in range(60):
-                session.run(train)
-            save_npz(session, path, [v for v in tf1.global_variables() if "Adam" not in v.op.name and
-                                     "beta1_power" not in v.op.name and "beta2_power" not in v.op.name])
-    return path
-
-
-def evaluate_json(tmp_path, data, weights, *args, name="result", ranks=1):
+def evaluate_json(tmp_path, eval_data, trained_weights, *args, name="result", ranks=1):
     path = str(tmp_path / (name + ".json"))
-    code, out = main_py("--eval", "--data", data, "--load", weights, "--workers", 0, "--result-file", path,
-                        *args, *ARCH, ranks=ranks)
+    argv = ["--eval", "--data", eval_data, "--load", trained_weights, "--workers", 0, "--result-file", path,
+            *args, *ARCH]
+    code, out = main_py(*argv, ranks=ranks) if ranks > 1 else run_main(*argv)[:2]
     assert code == 0, out[-3000:]
     with open(path) as f:
         return json.load(f), out
 
 
-def test_the_composite_reports_each_stage_on_the_images_still_robust(tmp_path, data, weights):
-    record, out = evaluate_json(tmp_path, data, weights, "--batch", 7, *SMALL_AUTOATTACK)
+def test_the_composite_reports_each_stage_on_the_images_still_robust(tmp_path, eval_data, trained_weights):
+    record, out = evaluate_json(tmp_path, eval_data, trained_weights, "--batch", 7, *SMALL_AUTOATTACK)
     stages = record["stages"]
     assert [s["attack"] for s in stages] == ["clean", "APGD-CE-4", "APGD-T-4", "Square-30"]
     assert record["attack"] == "APGD-CE + APGD-T + Square"
     robust = [round(s["robust_accuracy"] * 20) for s in stages]
     assert robust == sorted(robust, reverse=True) and robust[0] > robust[-1]      # the attacks do something
     assert [s["images_attacked"] for s in stages] == [20] + robust[:-1]            # only the images still robust
-    assert record["wrong_top1"] == 20 - robust[-1] == record["hits"]               # success = misclassified
+    assert record["wrong_top1"] == 20 - robust[-1] == record["successes"]               # success = misclassified
     assert "images attacked" in out and "APGD-T-4" in out
-    again, _ = evaluate_json(tmp_path, data, weights, "--batch", 20, *SMALL_AUTOATTACK, name="again")
+    again, _ = evaluate_json(tmp_path, eval_data, trained_weights, "--batch", 20, *SMALL_AUTOATTACK, name="again")
     assert again["stages"] == [dict(s, seconds=t["seconds"]) for s, t in zip(stages, again["stages"])]
 
 
+@pytest.mark.full
 @pytest.mark.horovod
 @pytest.mark.skipif(importlib.util.find_spec("horovod") is None or not os.path.exists(HOROVODRUN),
                     reason="horovod is not installed (bash scripts/setup.sh builds it)")
-def test_two_ranks_count_every_stage_like_one_process(tmp_path, data, weights):
-    one, _ = evaluate_json(tmp_path, data, weights, "--batch", 20, *SMALL_AUTOATTACK, name="one")
-    two, _ = evaluate_json(tmp_path, data, weights, "--batch", 3, *SMALL_AUTOATTACK, name="two", ranks=2)
-    for key in ("images", "wrong_top1", "wrong_top5", "hits"):
+def test_two_ranks_count_every_stage_like_one_process(tmp_path, eval_data, trained_weights):
+    one, _ = evaluate_json(tmp_path, eval_data, trained_weights, "--batch", 20, *SMALL_AUTOATTACK, name="one")
+    two, _ = evaluate_json(tmp_path, eval_data, trained_weights, "--batch", 3, *SMALL_AUTOATTACK, name="two", ranks=2)
+    for key in ("images", "wrong_top1", "wrong_top5", "successes"):
         assert one[key] == two[key]
     assert [(s["images_attacked"], s["robust_accuracy"]) for s in one["stages"]] == \
         [(s["images_attacked"], s["robust_accuracy"]) for s in two["stages"]]
@@ -95,59 +64,58 @@ class OneGraph(Attack):
     """An attack run as one graph, without stages (as training-time evaluation runs it)."""
     inner: Attack = None
 
-    def attack(self, image, label, model, index=None):
-        return self.inner.attack(image, label, model, index)
+    def attack(self, image, label, classifier, index=None):
+        return self.inner.attack(image, label, classifier, index)
 
 
-def test_stages_give_what_the_one_graph_protocol_gives(data, weights):
-    args = main.build_parser().parse_args(["--eval"] + [str(a) for a in ARCH])
-    settings = dict(epsilon=16.0, iterations=4, target_classes=2, queries=30, seed=3)
+def test_stages_give_what_the_one_graph_protocol_gives(eval_data, trained_weights):
+    settings = dict(epsilon=24.0, iterations=4, target_classes=2, queries=30, seed=3)
     outcomes = []
     for attack in (AutoAttack(**settings), OneGraph(inner=AutoAttack(**settings))):
-        predictor = Predictor(spec_from_args(args), BuildOptions(), weights, attack=attack)
-        flow = build_eval_dataflow(data, 6, image_size=16, workers=0)
+        predictor = Predictor(arch_spec(), BuildOptions(), trained_weights, attack=attack)
+        flow = build_eval_dataflow(eval_data, 6, image_size=16, workers=0)
         flow.reset_state()
         outcomes.append(evaluate(predictor, flow)[0])
-        images, labels, indices = next(iter(_whole(data)))
-        outcomes.append(predictor.attack(images, labels, indices).correct_top1.tolist())   # the whole protocol
+        images, labels, indices = next(iter(_whole(eval_data)))
+        outcomes.append(attack_batch(predictor, images, labels, indices)[0].correct_top1.tolist())   # one batch
         predictor.close()
     assert outcomes[0] == outcomes[2] and 0 < outcomes[0].wrong_top1 < 20
     assert outcomes[1] == outcomes[3] and sum(outcomes[1]) == 20 - outcomes[0].wrong_top1
 
 
 @pytest.mark.parametrize("targeted", [True, False])
-def test_attack_success_rate_means_the_same_in_every_mode(data, weights, targeted):
+def test_attack_success_rate_means_the_same_in_every_mode(eval_data, trained_weights, targeted):
     """Targeted: prediction == target; untargeted: prediction != label (never 'correct')."""
-    args = main.build_parser().parse_args(["--eval"] + [str(a) for a in ARCH])
-    attack = build_attack("pgd", dict(iterations=5, epsilon=16.0, targeted=targeted, seed=0))
-    predictor = Predictor(spec_from_args(args), BuildOptions(), weights, attack=attack)
-    images, labels, indices = next(iter(_whole(data)))
+    attack = build_attack("pgd", dict(iterations=5, epsilon=32.0, targeted=targeted, seed=0))
+    predictor = Predictor(arch_spec(), BuildOptions(), trained_weights, attack=attack)
+    images, labels, indices = next(iter(_whole(eval_data)))
     result = predictor.attack(images, labels, indices)
     predictor.close()
     if targeted:
-        assert np.all(result.target != labels) and not np.any(result.hit & result.correct_top1)
-        assert 0 < result.hit.sum() < (~result.correct_top1).sum() + 1
+        assert np.all(result.target != labels) and not np.any(result.success & result.correct_top1)
+        assert 0 < result.success.sum() < (~result.correct_top1).sum() + 1
     else:
         np.testing.assert_array_equal(result.target, labels)
-        np.testing.assert_array_equal(result.hit, ~result.correct_top1)
-        assert 0 < result.hit.sum() < 20
+        np.testing.assert_array_equal(result.success, ~result.correct_top1)
+        assert 0 < result.success.sum() < 20
 
 
-def _whole(data):
-    flow = build_eval_dataflow(data, 20, image_size=16, workers=0)
+def _whole(eval_data):
+    flow = build_eval_dataflow(eval_data, 20, image_size=16, workers=0)
     flow.reset_state()
     return flow
 
 
-def test_a_subset_keeps_each_images_index_and_pixels(data):
-    val = os.path.join(data, "val")
-    subset = evaluation_subset(list_images(data, "val"), val, count=6, seed=5)
+def test_a_subset_keeps_each_images_index_and_pixels(eval_data):
+    val = os.path.join(eval_data, "val")
+    subset = evaluation_subset(list_images(eval_data, "val"), val, count=6, seed=5)
     assert len(subset) == 6 and subset == sorted(subset)
-    assert subset == evaluation_subset(list_images(data, "val"), val, count=6, seed=5)          # fixed
-    assert subset != evaluation_subset(list_images(data, "val"), val, count=6, seed=6)
-    images, labels, indices = next(iter(_whole(data)))
+    assert subset == evaluation_subset(list_images(eval_data, "val"), val, count=6, seed=5)          # fixed
+    assert subset != evaluation_subset(list_images(eval_data, "val"), val, count=6, seed=6)
+    images, labels, indices = next(iter(_whole(eval_data)))
     for shard in range(2):
-        flow = build_eval_dataflow(data, 4, image_size=16, workers=0, shard_index=shard, num_shards=2, subset=subset)
+        flow = build_eval_dataflow(eval_data, 4, image_size=16, workers=0, shard_index=shard, num_shards=2,
+                                   subset=subset)
         flow.reset_state()
         for part_images, part_labels, part_indices in flow:
             assert set(part_indices) <= set(subset)
@@ -155,9 +123,9 @@ def test_a_subset_keeps_each_images_index_and_pixels(data):
             np.testing.assert_array_equal(part_labels, labels[part_indices])
 
 
-def test_a_list_file_selects_the_same_images_as_their_positions(tmp_path, data):
-    items = list_images(data, "val")
-    val = os.path.join(data, "val")
+def test_a_list_file_selects_the_same_images_as_their_positions(tmp_path, eval_data):
+    items = list_images(eval_data, "val")
+    val = os.path.join(eval_data, "val")
     listed = tmp_path / "list.txt"
     listed.write_text("val/class2/1.jpg 2\nclass0/4.jpg\n\n")
     positions = evaluation_subset(items, val, list_file=str(listed))
@@ -172,17 +140,18 @@ def test_a_list_file_selects_the_same_images_as_their_positions(tmp_path, data):
         evaluation_subset(items, val, count=21)
 
 
-def test_the_robustbench_preset_sets_its_protocol_and_keeps_given_flags(tmp_path, data, weights):
-    record, out = evaluate_json(tmp_path, data, weights, "--preset", "robustbench-imagenet", "--eval-images", 8,
+def test_the_robustbench_preset_sets_its_protocol_and_keeps_given_flags(tmp_path, eval_data, trained_weights):
+    record, out = evaluate_json(tmp_path, eval_data, trained_weights, "--preset", "robustbench-imagenet",
+                                "--eval-images", 8,
                                 "--attack-option", "iterations=2", "--attack-option", "target_classes=1",
                                 "--attack-option", "queries=5", "--batch", 8)
     assert "preset robustbench-imagenet: --attack autoattack --attack-epsilon 4 --eval-images 5000" in out
     assert record["attack_settings"]["name"] == "autoattack" and record["attack_settings"]["epsilon"] == 4.0
     assert record["images"] == 8 and record["model"]["images"]["subset_size"] == 8
     assert record["stages"][0]["attack"] == "clean"                   # clean accuracy beside the robust one
-    code, _, err = main_py_stderr("--eval", "--data", data, "--load", weights, "--preset", "robustbench-imagenet",
-                                  "--workers", 0, *ARCH)
+    code, _, err = run_main("--eval", "--data", eval_data, "--load", trained_weights,
+                            "--preset", "robustbench-imagenet", "--workers", 0, *ARCH)
     assert code == 2 and "--eval-images 5000 asks for more images than {} holds (20)".format(
-        os.path.join(data, "val")) in err
-    code, _, err = main_py_stderr("--train", "--data", data, "--preset", "robustbench-imagenet", *ARCH)
+        os.path.join(eval_data, "val")) in err
+    code, _, err = run_main("--train", "--data", eval_data, "--preset", "robustbench-imagenet", *ARCH)
     assert code == 2 and "use it with --eval" in err

@@ -6,11 +6,12 @@ import os
 import numpy as np
 import pytest
 
+import flags
 import main
 from tests.data_tree import make_tree
 
 PLUGIN = ["--import", "tests.toy_plugin"]
-SMALL = ["--blocks", "1,1,1,1", "--widths", "4,4,8,8", "--stem", "small", "--stem-width", "8", "--num-classes", "3",
+SMALL = ["--blocks", "1,1", "--widths", "4,8", "--stem", "small", "--stem-width", "8", "--num-classes", "3",
          "--image-size", "16"]
 
 
@@ -22,19 +23,20 @@ def run(argv, capsys):
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
+def tree(tmp_path_factory):
+    """3 classes (the toy architecture's): 24 training images, 9 validation images."""
     root = str(tmp_path_factory.mktemp("data"))
     make_tree(root, train_counts=(8, 8, 8), val_counts=(3, 2, 4))
     return root
 
 
-def random_weights(path, arch_flags, scale_denoise_conv=1.0, seed=0):
+def weights_for(path, arch_flags, scale_denoise_conv=1.0, seed=0):
     """Weights for the model of `arch_flags` (each variable N(0, 0.3), variances positive), with
     every denoising block's 1x1 conv multiplied by `scale_denoise_conv`; saved as .npz."""
-    from engine.flags import spec_from_args
+    from flags import spec_from_args
     from engine.predictor import Predictor
     from nets import BuildOptions
-    spec = spec_from_args(main.build_parser().parse_args(["--eval"] + arch_flags))
+    spec = spec_from_args(flags.build_parser().parse_args(["--eval"] + arch_flags))
     predictor = Predictor(spec, BuildOptions())
     with predictor.graph.as_default():
         import tensorflow as tf
@@ -53,13 +55,13 @@ def random_weights(path, arch_flags, scale_denoise_conv=1.0, seed=0):
     return path
 
 
-def test_a_toy_operation_is_used_by_main(tmp_path, data, capsys):
+def test_a_toy_operation_is_used_by_main(tmp_path, tree, capsys):
     """D(x) = x / 2 with weights W gives the logits of the null block with W / 2."""
     import tests.toy_plugin  # noqa: F401  (so that random_weights can build the toy model in-process)
-    toy = random_weights(str(tmp_path / "toy.npz"), ["--arch", "ResNet", "--denoise-op", "toy_halve"] + SMALL)
-    null = random_weights(str(tmp_path / "null.npz"), ["--arch", "ResNet", "--denoise-op", "null"] + SMALL,
+    toy = weights_for(str(tmp_path / "toy.npz"), ["--arch", "ResNet", "--denoise-op", "toy_halve"] + SMALL)
+    null = weights_for(str(tmp_path / "null.npz"), ["--arch", "ResNet", "--denoise-op", "null"] + SMALL,
                           scale_denoise_conv=0.5)
-    directory = os.path.join(data, "val", "n01440764")
+    directory = os.path.join(tree, "val", "n01440764")
     outputs = {}
     for op, weights in (("toy_halve", toy), ("null", null)):
         logits_file = str(tmp_path / (op + ".npy"))
@@ -70,38 +72,39 @@ def test_a_toy_operation_is_used_by_main(tmp_path, data, capsys):
     np.testing.assert_allclose(outputs["toy_halve"], outputs["null"], rtol=1e-4, atol=1e-5)
 
 
-def test_a_toy_attack_is_used_by_main(tmp_path, data, capsys):
+def test_a_toy_attack_is_used_by_main(tmp_path, tree, capsys):
     """--attack toy-invert: the counts are those of the clean model on the inverted images."""
     from data import build_eval_dataflow
-    from engine.flags import spec_from_args
+    from flags import spec_from_args
     from engine.predictor import Predictor
     from nets import BuildOptions
     arch = ["--arch", "ResNetDenoise"] + SMALL
-    weights = random_weights(str(tmp_path / "w.npz"), arch)
+    weights = weights_for(str(tmp_path / "w.npz"), arch)
     result = str(tmp_path / "r.json")
-    out = run(PLUGIN + ["--eval", "--data", data, "--load", weights, "--attack", "toy-invert", "--attack-option",
+    out = run(PLUGIN + ["--eval", "--data", tree, "--load", weights, "--attack", "toy-invert", "--attack-option",
                         "strength=1.0", "--batch", 4, "--workers", 0, "--result-file", result] + arch, capsys)
     record = json.load(open(result))
     assert record["attack"] == "Invert-1" and record["attack_settings"] == {"name": "toy-invert", "strength": 1.0}
     assert "Top1 Error" in out
-    flow = build_eval_dataflow(data, 4, image_size=16, workers=0)
+    flow = build_eval_dataflow(tree, 4, image_size=16, workers=0)
     flow.reset_state()
-    predictor = Predictor(spec_from_args(main.build_parser().parse_args(["--eval"] + arch)), BuildOptions(), weights)
+    predictor = Predictor(spec_from_args(flags.build_parser().parse_args(["--eval"] + arch)), BuildOptions(), weights)
     labels = np.concatenate([labels for _, labels, _ in flow])
     predictions = np.concatenate([predictor(255 - images).argmax(1) for images, _, _ in flow])
     predictor.close()
     assert record["images"] == len(labels) == 9
-    assert record["wrong_top1"] == int(np.sum(predictions != labels)) == record["hits"]
+    assert record["wrong_top1"] == int(np.sum(predictions != labels)) == record["successes"]
 
 
-@pytest.mark.slow
-def test_a_toy_architecture_trains_and_evaluates_through_main(tmp_path, data, capsys):
+@pytest.mark.full
+def test_a_toy_architecture_trains_and_evaluates_through_main(tmp_path, tree, capsys):
     """A new topology (its own backbone) with the toy operation: trained with the toy attack's
     settings path and evaluated under it, checkpointed with exactly its own variables."""
     from nets.checkpoint import read_weights
     logdir = str(tmp_path / "run")
-    run(PLUGIN + ["--train", "--data", data, "--arch", "ToyNet", "--logdir", logdir, "--epochs", 1, "--batch", 8,
-                  "--workers", 0, "--attack", "toy-invert", "--eval-schedule", "clean:1,toy-invert:1", "--eval-final", "clean"], capsys)
+    run(PLUGIN + ["--train", "--data", tree, "--arch", "ToyNet", "--logdir", logdir, "--epochs", 1, "--batch", 8,
+                  "--workers", 0, "--attack", "toy-invert", "--eval-schedule", "clean:1,toy-invert:1",
+                  "--eval-final", "clean"], capsys)
     variables = sorted(name for name in read_weights(logdir) if not name.startswith(("global_step", "learning_rate"))
                        and not name.endswith("Momentum"))
     assert variables == ["conv0/W", "conv0/bn/beta", "conv0/bn/gamma", "conv0/bn/mean/EMA", "conv0/bn/variance/EMA",
@@ -110,5 +113,5 @@ def test_a_toy_architecture_trains_and_evaluates_through_main(tmp_path, data, ca
                          "linear/b"]
     stats = json.load(open(os.path.join(logdir, "stats.json")))
     assert "val-clean/top1_error" in stats[-1] and "val-invert1/top1_error" in stats[-1]
-    run(PLUGIN + ["--eval", "--data", data, "--load", logdir, "--arch", "ToyNet", "--attack", "toy-invert",
+    run(PLUGIN + ["--eval", "--data", tree, "--load", logdir, "--arch", "ToyNet", "--attack", "toy-invert",
                   "--workers", 0], capsys)

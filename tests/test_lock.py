@@ -12,7 +12,7 @@ import time
 import pytest
 
 from engine.lock import LOCK_FILE, LogdirLock, LogdirLocked
-from tests.cli import ARCH, ROOT, command, environment, finish, main_py, wait_for_file, write_split
+from tests.cli import QUICK_TRAINING, ROOT, command, environment, finish, main_py, run_main, wait_for_file
 
 
 def dead_pid():
@@ -91,15 +91,7 @@ def test_the_holder_refreshes_the_lock_while_it_runs(tmp_path):
 
 # ---------------------------------------------------------------- two trainings, as a cluster user starts them
 
-TRAIN = ["--batch", 8, "--workers", 1, "--attack-iter", 1, "--eval-schedule", "0:1", "--eval-final", "0"] + ARCH
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("data"))
-    write_split(root, "train", 10, seed=0)
-    write_split(root, "val", 3, seed=1)
-    return root
+TRAIN = QUICK_TRAINING
 
 
 def other_host_unavailable():
@@ -110,7 +102,7 @@ def other_host_unavailable():
     return None if done.stdout.strip() == "other-node" else "cannot make a UTS namespace: " + done.stderr.strip()
 
 
-@pytest.mark.slow
+@pytest.mark.full
 def test_a_second_training_into_a_running_ones_folder_is_refused_on_this_host_and_another(tmp_path, data):
     logdir = str(tmp_path / "run")
     first = main_py("--train", "--data", data, "--logdir", logdir, "--epochs", 200, *TRAIN, wait=False)
@@ -119,9 +111,9 @@ def test_a_second_training_into_a_running_ones_folder_is_refused_on_this_host_an
         holder = json.load(open(os.path.join(logdir, LOCK_FILE)))
         assert holder["pid"] == first.pid
         # a requeued --resume while the old job still runs
-        code, out = main_py("--train", "--data", data, "--logdir", logdir, "--epochs", 200, "--resume", *TRAIN)
+        code, out, err = run_main("--train", "--data", data, "--logdir", logdir, "--epochs", 200, "--resume", *TRAIN)
         assert code == 2 and "log folder {} is in use by another training run: pid {} on host {} since {}".format(
-            logdir, first.pid, socket.gethostname(), holder["since"]) in out, out[-3000:]
+            logdir, first.pid, socket.gethostname(), holder["since"]) in err, (out + err)[-3000:]
         # the same from another host sharing the folder (its own host name, in a UTS namespace)
         why = other_host_unavailable()
         if why is None:
@@ -139,8 +131,8 @@ def test_a_second_training_into_a_running_ones_folder_is_refused_on_this_host_an
     # killed with SIGKILL: its lock stays, and the next run on this host takes it over
     assert os.path.exists(os.path.join(logdir, LOCK_FILE))
     epochs = len(json.load(open(os.path.join(logdir, "stats.json"))))
-    code, out = main_py("--train", "--data", data, "--logdir", logdir, "--epochs", epochs + 1, "--resume", *TRAIN)
-    assert code == 0, out[-3000:]
+    code, out, err = run_main("--train", "--data", data, "--logdir", logdir, "--epochs", epochs + 1, "--resume", *TRAIN)
+    assert code == 0, (out + err)[-3000:]
     assert "taking over the lock of {}: pid {}".format(logdir, first.pid) in out
     assert not os.path.exists(os.path.join(logdir, LOCK_FILE))
     if why is not None:

@@ -1,8 +1,11 @@
-"""No silent failure, no wrong labels, nothing lost: each cause of the reliability issue, one
-process (the distributed ones are in tests/test_distributed.py)."""
+"""No silent failure, no wrong labels, nothing lost, no hang: a failed run never exits 0,
+labels match the model, bad checkpoints are named, a resume keeps the history whole,
+validation images are checked at the start, evaluation during training is exact, and a stuck
+process ends (one process; the distributed cases are in tests/test_distributed.py)."""
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -13,22 +16,21 @@ import pytest
 import zmq
 
 import main
-from tests.cli import ARCH, ROOT, finish, main_py, main_py_stderr, wait_for_file, write_split
+from tests.cli import (ARCH, QUICK_TRAINING, ROOT, finish, main_py, main_py_stderr, run_main, wait_for_file,
+                       write_split)
 from tests.data_tree import free_tcp_address
-from tests.test_training import data  # noqa: F401  (the fixture: 40 training, 12 validation images)
 
-pytestmark = pytest.mark.slow
-QUICK = ["--batch", 8, "--workers", 1, "--attack-iter", 1, "--eval-schedule", "0:1", "--eval-final", "0"] + ARCH
+QUICK = QUICK_TRAINING
 
 
 def copy_tree(source, target):
-    import shutil
     shutil.copytree(source, target)
     return str(target)
 
 
-def train(data, logdir, epochs=1, *extra, **kw):
-    return main_py_stderr("--train", "--data", data, "--logdir", logdir, "--epochs", epochs, *QUICK, *extra, **kw)
+def train(data, logdir, epochs=1, *extra):
+    """(exit code, output, stderr) of a short training run, in this process."""
+    return run_main("--train", "--data", data, "--logdir", logdir, "--epochs", epochs, *QUICK, *extra)
 
 
 def stats(logdir):
@@ -102,38 +104,21 @@ def test_bad_batches_from_a_data_server_fail_the_run(tmp_path, data, frames, mes
 
 # ---------------------------------------------------------------- 3. labels match the model
 
-def test_an_empty_class_folder_is_refused_by_evaluation_too(tmp_path, data):
+def test_an_empty_class_folder_is_refused_by_evaluation_too(tmp_path, data, random_weights):
     root = copy_tree(data, tmp_path / "data")
     os.makedirs(os.path.join(root, "train", "aaa_empty"))
-    weights = str(tmp_path / "w.npz")
-    save_random_weights(weights)
-    code, _, err = main_py_stderr("--eval", "--data", root, "--load", weights, "--workers", 0, "--attack-iter", 0,
-                                  *ARCH)
+    code, _, err = run_main("--eval", "--data", root, "--load", random_weights, "--workers", 0, "--attack-iter", 0,
+                            *ARCH)
     assert code == 2 and "empty class folder: aaa_empty in {}".format(os.path.join(root, "train")) in err
 
 
-def save_random_weights(path, classes=4):
-    from engine.flags import spec_from_args
-    from engine.predictor import Predictor
-    from nets import BuildOptions
-    from nets.checkpoint import save_npz
-    args = main.build_parser().parse_args(["--eval"] + [str(a) for a in ARCH[:-4]] +
-                                          ["--num-classes", str(classes), "--image-size", "16"])
-    predictor = Predictor(spec_from_args(args), BuildOptions())
-    with predictor.graph.as_default():
-        save_npz(predictor.session, path)
-    predictor.close()
-
-
 @pytest.mark.parametrize("mode", ["--train", "--eval"])
-def test_more_class_folders_than_classes_is_refused(tmp_path, mode):
+def test_more_class_folders_than_classes_is_refused(tmp_path, mode, random_weights):
     root = str(tmp_path / "data")
     write_split(root, "train", 2, seed=0, classes=5)
     write_split(root, "val", 1, seed=1, classes=5)
-    weights = str(tmp_path / "w.npz")
-    save_random_weights(weights)
-    extra = ["--logdir", str(tmp_path / "run")] if mode == "--train" else ["--load", weights]
-    code, _, err = main_py_stderr(mode, "--data", root, *extra, *QUICK)
+    extra = ["--logdir", str(tmp_path / "run")] if mode == "--train" else ["--load", random_weights]
+    code, _, err = run_main(mode, "--data", root, *extra, *QUICK)
     assert code == 2 and "has 5 class folders but the model has 4 classes (--num-classes 4)" in err
 
 
@@ -148,9 +133,8 @@ def test_one_class_is_not_a_classifier(capsys):
     ("truncated", "cannot read weights file {path}: it is truncated or not a .npz of arrays (BadZipFile"),
     ("text", "cannot read weights file {path}: it is truncated or not a .npz of arrays"),
 ])
-def test_a_bad_npz_names_the_file(tmp_path, data, content, message, capsys):
-    path = str(tmp_path / "w.npz")
-    save_random_weights(path)
+def test_a_bad_npz_names_the_file(tmp_path, data, content, message, capsys, random_weights):
+    path = shutil.copy(random_weights, str(tmp_path / "w.npz"))
     if content == "truncated":
         blob = open(path, "rb").read()
         open(path, "wb").write(blob[:len(blob) // 2])
@@ -168,10 +152,8 @@ def test_a_text_file_as_checkpoint_names_the_file(tmp_path, data, capsys):
     assert "cannot read checkpoint {}: it is truncated or corrupt".format(path) in capsys.readouterr().err
 
 
-def test_resume_skips_a_truncated_checkpoint_and_keeps_the_history(tmp_path, data):
-    logdir = str(tmp_path / "run")
-    code, _, err = train(data, logdir, 2)
-    assert code == 0, err[-3000:]
+def test_resume_skips_a_truncated_checkpoint_and_keeps_the_history(tmp_path, data, finished_run):
+    logdir = copy_tree(finished_run, tmp_path / "run")                  # 2 epochs: model-5, model-10
     latest = os.path.join(logdir, "model-10.data-00000-of-00001")
     blob = open(latest, "rb").read()
     open(latest, "wb").write(blob[:len(blob) // 3])
@@ -185,10 +167,8 @@ def test_resume_skips_a_truncated_checkpoint_and_keeps_the_history(tmp_path, dat
 
 # ---------------------------------------------------------------- 5. resuming keeps the history whole
 
-def test_resume_drops_records_of_epochs_it_trains_again_and_refuses_another_batch(tmp_path, data):
-    logdir = str(tmp_path / "run")
-    code, _, err = train(data, logdir, 2)
-    assert code == 0, err[-3000:]
+def test_resume_drops_records_of_epochs_it_trains_again_and_refuses_another_batch(tmp_path, data, finished_run):
+    logdir = copy_tree(finished_run, tmp_path / "run")                  # 2 epochs
     records = stats(logdir)
     # a kill after epoch 3's record, before its checkpoint: the record exists, the checkpoint does not
     with open(os.path.join(logdir, "stats.json"), "w") as f:
@@ -197,8 +177,8 @@ def test_resume_drops_records_of_epochs_it_trains_again_and_refuses_another_batc
     assert code == 0, err[-3000:]
     assert [r["epoch_num"] for r in stats(logdir)] == [1, 2, 3]
     assert stats(logdir)[2]["global_step"] == 15 and "val-clean/top1_error" in stats(logdir)[2]
-    code, _, err = main_py_stderr("--train", "--data", data, "--logdir", logdir, "--epochs", 4, "--resume",
-                                  *QUICK[2:], "--batch", 4)
+    code, _, err = run_main("--train", "--data", data, "--logdir", logdir, "--epochs", 4, "--resume", *QUICK[2:],
+                            "--batch", 4)
     assert code == 2 and "was trained with 1 ranks x 8 images (total batch 8), 5 steps per epoch" in err
 
 
@@ -222,17 +202,15 @@ def test_a_nonsense_epsilon_is_refused(value, capsys):
     assert "attack pgd: epsilon must be a number in (0, 255] on the 0..255 scale" in capsys.readouterr().err
 
 
-def test_eval_reads_every_format_that_the_black_box_mode_reads(tmp_path):
+def test_eval_reads_every_format_that_the_black_box_mode_reads(tmp_path, random_weights):
     root = str(tmp_path / "data")
     write_split(root, "train", 1, seed=0)
     for extension in ("tif", "webp", "png"):
         write_split(root, "val", 1, seed=1, extension=extension)
-    weights = str(tmp_path / "w.npz")
-    save_random_weights(weights)
     result = str(tmp_path / "r.json")
-    code, out = main_py("--eval", "--data", root, "--load", weights, "--attack-iter", 0, "--workers", 0,
-                        "--result-file", result, *ARCH)
-    assert code == 0, out[-3000:]
+    code, out, err = run_main("--eval", "--data", root, "--load", random_weights, "--attack-iter", 0, "--workers", 0,
+                              "--result-file", result, *ARCH)
+    assert code == 0, (out + err)[-3000:]
     assert json.load(open(result))["images"] == 3 * 4
 
 
@@ -248,9 +226,9 @@ def test_training_evaluates_in_float32_and_writes_the_robustness_curve(tmp_path,
     assert code == 0, err[-3000:]
     record = stats(logdir)[-1]
     result = str(tmp_path / "eval.json")
-    code, out = main_py("--eval", "--data", data, "--load", logdir, "--attack-iter", 2, "--attack-seed", 3,
-                        "--batch", 5, "--workers", 0, "--result-file", result, *ARCH)
-    assert code == 0, out[-3000:]
+    code, out, err = run_main("--eval", "--data", data, "--load", logdir, "--attack-iter", 2, "--attack-seed", 3,
+                              "--batch", 5, "--workers", 0, "--result-file", result, *ARCH)
+    assert code == 0, (out + err)[-3000:]
     standalone = json.load(open(result))
     assert record["val-pgd2/top1_error"] == pytest.approx(standalone["top1_error"])
     assert record["val-pgd2/attack_success_rate"] == pytest.approx(standalone["attack_success_rate"])
@@ -261,24 +239,25 @@ def test_training_evaluates_in_float32_and_writes_the_robustness_curve(tmp_path,
 
 # ---------------------------------------------------------------- a hang ends the process
 
-def test_the_watchdog_ends_an_evaluation_that_makes_no_progress(tmp_path, data):
-    weights = str(tmp_path / "w.npz")
-    save_random_weights(weights)
+@pytest.mark.full
+def test_the_watchdog_ends_an_evaluation_that_makes_no_progress(tmp_path, data, random_weights):
     started = time.time()
-    code, _, err = main_py_stderr("--import", "tests.hang_plugin", "--eval", "--data", data, "--load", weights,
+    code, _, err = main_py_stderr("--import", "tests.hang_plugin", "--eval", "--data", data, "--load", random_weights,
                                   "--attack", "hang", "--hang-timeout", 15, "--workers", 0, *ARCH, timeout=300)
-    assert code == 3 and re.search(r"error: evaluation made no progress for \d+ s \(--hang-timeout 15\)", err), err[-3000:]
+    assert code == 3, err[-3000:]
+    assert re.search(r"error: evaluation made no progress for \d+ s \(--hang-timeout 15\)", err), err[-3000:]
     assert "engine/evaluate.py" in err and time.time() - started < 120      # the stacks, of the stuck evaluation
 
 
+@pytest.mark.full
 def test_a_frozen_image_decoder_does_not_keep_a_finished_run_alive(tmp_path, data):
     """One of the two decoding processes is stopped (SIGSTOP) once the training queue holds the
     run's remaining batches; the run still ends when training has finished, and no process of
     it is left (before: Tensorpack joined the frozen worker at exit, for ever)."""
     import psutil
     logdir = str(tmp_path / "run")
-    process = main_py("--train", "--data", data, "--logdir", logdir, "--epochs", 3, *QUICK[:2], "--workers", 2,
-                      *QUICK[4:], wait=False)
+    process = main_py("--train", "--data", data, "--logdir", logdir, "--epochs", 3, *QUICK, "--workers", 2,
+                      wait=False)
     wait_for_file(os.path.join(logdir, "checkpoint"), process)
     decoders = psutil.Process(process.pid).children()
     assert len(decoders) == 2

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from engine.resume import checkpoint_candidates, newest_intact_checkpoint, previous_run, resume_point
-from tests.cli import ARCH, ROOT, main_py, write_split
+from tests.cli import QUICK_TRAINING, ROOT, run_main
 
 tf1 = tf.compat.v1
 
@@ -26,7 +26,8 @@ def write_checkpoint(logdir, step, listed_alone=True):
         with tf1.Session() as session:
             session.run(tf1.global_variables_initializer())
             session.run(assign)
-            tf1.train.Saver(save_relative_paths=True).save(session, os.path.join(logdir, "model"), global_step=step, write_meta_graph=False)
+            tf1.train.Saver(save_relative_paths=True).save(session, os.path.join(logdir, "model"), global_step=step,
+                                                           write_meta_graph=False)
     if listed_alone:
         with open(os.path.join(logdir, "checkpoint")) as f:
             assert re.findall(r'"(model-\d+)"', f.read()) == ["model-{}".format(step)] * 2
@@ -82,18 +83,6 @@ def test_a_start_from_scratch_over_an_earlier_run_is_refused_naming_what_is_ther
 
 # ---------------------------------------------------------------- as users run it: main.py, relative paths
 
-TRAIN = ["--batch", 8, "--workers", 1, "--attack-iter", 1, "--eval-schedule", "0:1", "--eval-final", "0"] + ARCH
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    """A working directory holding data/ (40 training, 12 validation images); runs use relative paths."""
-    root = tmp_path_factory.mktemp("workdir")
-    write_split(str(root / "data"), "train", 10, seed=0)
-    write_split(str(root / "data"), "val", 3, seed=1)
-    return root
-
-
 def slurm_logdir():
     """The log folder scripts/slurm_train.sh trains into (and resumes)."""
     with open(os.path.join(ROOT, "scripts", "slurm_train.sh")) as f:
@@ -102,45 +91,42 @@ def slurm_logdir():
     return re.search(r'--logdir "([^"]+)"', script).group(1)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("logdir", ["r_rel", "slurm", "default"])
-def test_resume_from_a_relative_log_folder_in_the_working_directory(tmp_path, workdir, logdir):
+@pytest.mark.parametrize("logdir", ["r_rel", pytest.param("slurm", marks=pytest.mark.full),
+                                    pytest.param("default", marks=pytest.mark.full)])
+def test_resume_from_a_relative_log_folder_in_the_working_directory(tmp_path, data, logdir):
     cwd = tmp_path / "job"
-    shutil.copytree(workdir, cwd)
+    shutil.copytree(data, cwd / "data")
     given = {"r_rel": ["--logdir", "r_rel"], "slurm": ["--logdir", slurm_logdir()], "default": []}[logdir]
     # the Slurm script passes --resume on its first submission too: nothing to continue yet, so it starts
-    code, out = main_py("--train", "--data", "data", "--epochs", 1, "--resume", *given, *TRAIN, cwd=cwd)
-    assert code == 0, out[-3000:]
+    code, out, err = run_main("--train", "--data", "data", "--epochs", 1, "--resume", *given, *QUICK_TRAINING, cwd=cwd)
+    assert code == 0, (out + err)[-3000:]
     folder = given[1] if given else re.search(r"training (train_log/\S+): total batch", out).group(1)
     assert not os.path.isabs(folder) and os.path.exists(cwd / folder / "model-5.index")
-    code, out = main_py("--train", "--data", "data", "--epochs", 2, "--resume", *given, *TRAIN, cwd=cwd)
-    assert code == 0, out[-3000:]
+    code, out, err = run_main("--train", "--data", "data", "--epochs", 2, "--resume", *given, *QUICK_TRAINING, cwd=cwd)
+    assert code == 0, (out + err)[-3000:]
     assert "resuming from {} at epoch 2".format(os.path.join(folder, "model-5")) in out
     assert [r["epoch_num"] for r in json.load(open(cwd / folder / "stats.json"))] == [1, 2]
 
 
-@pytest.mark.slow
-def test_resume_uses_an_older_intact_checkpoint_the_state_file_does_not_list(tmp_path, workdir):
+def test_resume_uses_an_older_intact_checkpoint_the_state_file_does_not_list(tmp_path, data, finished_run):
     """The issue's case: the last process wrote (and listed) only model-10; with it corrupt, the
     run continues from model-5 instead of starting over at epoch 1."""
     cwd = tmp_path / "job"
-    shutil.copytree(workdir, cwd)
-    run = ["--train", "--data", "data", "--logdir", "run"] + TRAIN
-    assert main_py(*run, "--epochs", 1, cwd=cwd)[0] == 0
-    code, out = main_py(*run, "--epochs", 2, "--resume", cwd=cwd)
-    assert code == 0, out[-3000:]
-    assert re.findall(r'"(model-\d+)"', open(cwd / "run" / "checkpoint").read()) == ["model-10", "model-10"]
+    shutil.copytree(data, cwd / "data")
+    shutil.copytree(finished_run, cwd / "run")                      # 2 epochs: model-5, model-10
+    with open(cwd / "run" / "checkpoint", "w") as f:                # as a resumed second process leaves it
+        f.write('model_checkpoint_path: "model-10"\nall_model_checkpoint_paths: "model-10"\n')
     truncate(str(cwd / "run" / "model-10"))
-    code, out = main_py(*run, "--epochs", 3, "--resume", cwd=cwd)
-    assert code == 0, out[-3000:]
+    run = ["--train", "--data", "data", "--logdir", "run"] + QUICK_TRAINING
+    code, out, err = run_main(*run, "--epochs", 3, "--resume", cwd=cwd)
+    assert code == 0, (out + err)[-3000:]
     assert "skipping checkpoint run/model-10" in out and "resuming from run/model-5 at epoch 2" in out
     assert [r["epoch_num"] for r in json.load(open(cwd / "run" / "stats.json"))] == [1, 2, 3]
     assert newest_intact_checkpoint(str(cwd / "run")) == (str(cwd / "run" / "model-15"), 15)
-    truncate(str(cwd / "run" / "model-15"))
-    truncate(str(cwd / "run" / "model-10"))
-    truncate(str(cwd / "run" / "model-5"))
+    for step in (15, 10, 5):
+        truncate(str(cwd / "run" / "model-{}".format(step)))
     before = open(cwd / "run" / "stats.json").read()
-    code, out = main_py(*run, "--epochs", 4, "--resume", cwd=cwd)
+    code, out, err = run_main(*run, "--epochs", 4, "--resume", cwd=cwd)
     assert code == 2 and "--resume found no intact checkpoint in run, but it holds checkpoints model-15, model-10, " \
-                         "model-5 and stats.json with 3 epoch records; refusing to start from scratch" in out
+                         "model-5 and stats.json with 3 epoch records; refusing to start from scratch" in err
     assert open(cwd / "run" / "stats.json").read() == before

@@ -15,10 +15,10 @@ import pytest
 import tensorflow as tf
 
 from engine.saving import SaveFailed, SafeEventWriter, SaveGuard, SaveStatus
-from tests.cli import ARCH, HOROVODRUN, finish, main_py, main_py_stderr, wait_for_file, write_split
+from tests.cli import HOROVODRUN, QUICK_TRAINING, finish, main_py, run_main, wait_for_file
 
 tf1 = tf.compat.v1
-TRAIN = ["--batch", 8, "--workers", 1, "--attack-iter", 1, "--eval-schedule", "0:1", "--eval-final", "0"] + ARCH
+TRAIN = QUICK_TRAINING
 PARTIAL = re.compile(r"\.tmp|tempstate|_temp")
 
 
@@ -77,7 +77,8 @@ def test_a_robustness_curve_that_cannot_be_written_is_a_failed_save(tmp_path):
                                  {"clean": {1: (Counts(images=4), 1.0)}}, {}, status)
     curve.trainer = type("Trainer", (), {"epoch_num": 1})()
     curve._trigger_epoch()
-    assert status.failure.startswith("could not write the robustness curve {}".format(blocked / "robustness_curve.json"))
+    expected = "could not write the robustness curve {}".format(blocked / "robustness_curve.json")
+    assert status.failure.startswith(expected)
 
 
 # ---------------------------------------------------------------- a real run on a full or locked folder
@@ -124,14 +125,6 @@ def paused(process):
         process.send_signal(signal.SIGCONT)
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("data"))
-    write_split(root, "train", 10, seed=0)              # 5 steps of 8 per epoch
-    write_split(root, "val", 3, seed=1)
-    return root
-
-
 def epochs_recorded(logdir):
     return [r["epoch_num"] for r in json.load(open(os.path.join(logdir, "stats.json")))]
 
@@ -167,13 +160,13 @@ def rank_processes(horovodrun):
 
 
 def resume_to_the_end(data, logdir):
-    code, out = main_py("--train", "--data", data, "--logdir", logdir, "--epochs", 3, "--resume", *TRAIN)
-    assert code == 0, out[-3000:]
+    code, out, err = run_main("--train", "--data", data, "--logdir", logdir, "--epochs", 3, "--resume", *TRAIN)
+    assert code == 0, (out + err)[-3000:]
     assert "resuming from {} at epoch 2".format(os.path.join(logdir, "model-5")) in out
     assert epochs_recorded(logdir) == [1, 2, 3] and os.path.exists(os.path.join(logdir, "model-15.index"))
 
 
-@pytest.mark.slow
+@pytest.mark.full
 def test_a_full_disk_stops_the_run_at_the_stats_record_and_resume_continues(data, small_disk):
     logdir = str(small_disk / "run")
     code, out = break_after_first_checkpoint(data, logdir, lambda: fill(small_disk))
@@ -188,7 +181,7 @@ def test_a_full_disk_stops_the_run_at_the_stats_record_and_resume_continues(data
     resume_to_the_end(data, logdir)
 
 
-@pytest.mark.slow
+@pytest.mark.full
 def test_a_checkpoint_that_does_not_fit_is_removed_whole_and_resume_continues(data, small_disk):
     logdir = str(small_disk / "run")
     code, out = break_after_first_checkpoint(data, logdir, lambda: fill(small_disk, leave=40 << 10))
@@ -201,7 +194,7 @@ def test_a_checkpoint_that_does_not_fit_is_removed_whole_and_resume_continues(da
     resume_to_the_end(data, logdir)
 
 
-@pytest.mark.slow
+@pytest.mark.full
 def test_an_unwritable_log_folder_stops_the_run_and_resume_continues(tmp_path, data):
     logdir = str(tmp_path / "run")
     if subprocess.run(["chattr", "+i", str(tmp_path)], capture_output=True).returncode != 0:
@@ -219,7 +212,7 @@ def test_an_unwritable_log_folder_stops_the_run_and_resume_continues(tmp_path, d
     resume_to_the_end(data, logdir)
 
 
-@pytest.mark.slow
+@pytest.mark.full
 @pytest.mark.horovod
 @pytest.mark.skipif(importlib.util.find_spec("horovod") is None or not os.path.exists(HOROVODRUN),
                     reason="horovod is not installed (bash scripts/setup.sh builds it)")
@@ -232,10 +225,9 @@ def test_a_failed_save_ends_every_rank_with_the_cause(data, small_disk):
     assert_left_as_after_epoch_1(logdir, steps_per_epoch=2)           # 40 images, 2 ranks x 8
 
 
-@pytest.mark.slow
 def test_a_log_folder_that_cannot_be_made_is_a_clear_error(tmp_path, data):
     blocked = tmp_path / "a_file"
     blocked.write_text("")
-    code, _, err = main_py_stderr("--train", "--data", data, "--logdir", blocked / "run", "--epochs", 1, *TRAIN)
+    code, _, err = run_main("--train", "--data", data, "--logdir", blocked / "run", "--epochs", 1, *TRAIN)
     assert code == 2 and "Traceback" not in err
     assert "error: cannot create the log folder {}: Not a directory".format(blocked / "run") in err

@@ -25,7 +25,7 @@ class Recorder(dict):
         self._note(key); return super().__contains__(key)
 
 os.environ = Recorder(os.environ)
-import nets, attacker, data, engine.train, engine.predictor, engine.flags, engine.blackbox, engine.evaluate
+import nets, attacker, data, engine.train, engine.predictor, flags, engine.classify_folder, engine.evaluate
 print("IMPORTED")
 """
 

@@ -5,6 +5,7 @@ import logging
 
 import pytest
 
+import flags
 import main
 from attacker import ATTACKS, build_attack
 from config import PUBLISHED, Recipe
@@ -36,7 +37,8 @@ def run(capsys, *argv):
     (["--attack", "square", "--attack-option", "p_init=0"], "attack square: p_init must be a number in (0, 1]"),
     (["--attack", "square", "--attack-option", "queries=0"], "attack square: queries must be an integer >= 1"),
     (["--attack", "autoattack", "--attack-option", "target_classes=0"], "attack autoattack: target_classes must be"),
-    (["--attack", "apgd-t", "--attack-option", "loss=ce"], "attack apgd-t: loss must be one of dlr, got 'ce'"),
+    (["--attack", "apgd-t", "--attack-option", "loss=hinge"],
+     "attack apgd-t: loss must be one of ce, cw, dlr, got 'hinge'"),
     (["--attack", "apgd-ce", "--attack-option", "iterations=0"], "iterations must be an integer >= 1"),
 ])
 def test_attack_settings_out_of_range_are_refused_with_the_range(capsys, flags, message):
@@ -86,15 +88,15 @@ def test_every_registered_attack_and_the_recipe_accept_their_defaults_and_declar
 # ---------------------------------------------------------------- presets in the result record
 
 def parsed(*argv):
-    from engine.flags import apply_preset
-    args = main.build_parser().parse_args([str(a) for a in argv])
-    main.check_eval_subset(args, None)
+    from flags import apply_preset
+    args = flags.build_parser().parse_args([str(a) for a in argv])
+    flags.check_eval_subset(args, None)
     args.preset_changes = apply_preset(args)
     return args
 
 
 def model_record(*argv):
-    from engine.flags import spec_from_args
+    from flags import spec_from_args
     args = parsed("--eval", "--data", "d", "--load", "w.npz", *argv)
     return main.evaluated_model(args, spec_from_args(args), subset=list(range(5000)))
 
@@ -151,8 +153,23 @@ def test_tensorpack_compat_supplies_tf1_names_and_mends_its_logging(tmp_path, ca
 
 
 def test_argparse_types_name_the_bad_value():
-    from engine.flags import at_least, fraction, seconds
+    from flags import at_least, fraction, seconds
     assert at_least(1)("3") == 3 and seconds("0") == 0.0 and fraction("0.5") == 0.5
     for parse, text in ((at_least(1), "0"), (at_least(0), "x"), (seconds, "inf"), (fraction, "-0.1")):
         with pytest.raises(argparse.ArgumentTypeError, match=repr(text)):
             parse(text)
+
+
+@pytest.mark.parametrize("argv", [["--attack-loss", "xent"], ["--attack-option", "loss=xent"],
+                                  ["--attack", "apgd-ce", "--attack-option", "loss=xent"]])
+def test_the_earlier_loss_spelling_still_works_and_names_the_new_one(caplog, argv):
+    with caplog.at_level(logging.WARNING):
+        _, args = flags.parse(["--eval", "--data", "/tmp", "--load", "w.npz", *argv])
+        attack, = flags.eval_attacks_from_args(args)
+    assert attack.loss == "ce"
+    assert "the loss is now called ce" in caplog.text
+
+
+def test_an_unknown_attack_loss_flag_is_refused_with_the_names(capsys):
+    code, err = run(capsys, "--eval", "--data", "/tmp", "--load", "w.npz", "--attack-loss", "hinge")
+    assert code == 2 and "unknown loss 'hinge'; the losses are: ce, cw, dlr" in err

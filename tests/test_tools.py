@@ -7,12 +7,13 @@ import cv2
 import numpy as np
 import pytest
 
+import flags
 import main
+from tests.cli import ARCH
 from tools import ablation, feature_maps, plot_curves
 
-ARCH = ["--arch", "ResNetDenoise", "--blocks", "1,1,1,1", "--widths", "4,4,8,8", "--stem", "small",
-        "--stem-width", "8", "--num-classes", "4", "--image-size", "16"]
-BLOCKS = ["group0_denoise", "group1_denoise", "group2_denoise", "group3_denoise"]
+ARCH = [str(a) for a in ARCH]
+BLOCKS = ["group0_denoise", "group1_denoise"]             # the denoising blocks of tests.cli.ARCH
 
 
 def run(module_main, argv, capsys):
@@ -37,49 +38,11 @@ def write_json(path, record):
     return str(path)
 
 
-# ---------------------------------------------------------------- fixtures: a tiny model and data set
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    """Freshly initialised weights of the tiny ARCH model, as a .npz file; the denoising
-    blocks' BN gammas are set to 0.5 so that the blocks change their input."""
-    import tensorflow as tf
-    from engine.flags import spec_from_args
-    from engine.predictor import Predictor
-    from nets import BuildOptions
-    args = main.build_parser().parse_args(["--eval"] + ARCH)
-    predictor = Predictor(spec_from_args(args), BuildOptions())
-    with predictor.graph.as_default():
-        variables = tf.compat.v1.global_variables()
-    values = dict(zip((v.op.name for v in variables), predictor.session.run(variables)))
-    predictor.close()
-    for name in values:
-        if "_denoise/" in name and name.endswith("gamma"):
-            values[name] = np.full_like(values[name], 0.5)
-    path = str(tmp_path_factory.mktemp("weights") / "tiny.npz")
-    np.savez(path, **values)
-    return path
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    """An ImageNet-layout val/ split: 4 classes x 3 images of 20x20."""
-    root = tmp_path_factory.mktemp("data")
-    rng = np.random.RandomState(0)
-    for label in range(4):
-        folder = root / "val" / "class{}".format(label)
-        folder.mkdir(parents=True)
-        for i in range(3):
-            image = np.full([20, 20, 3], 40 + 50 * label, np.uint8) + rng.randint(0, 30, [20, 20, 3]).astype(np.uint8)
-            cv2.imwrite(str(folder / "{}.jpg".format(i)), image)
-    return str(root)
-
-
 # ---------------------------------------------------------------- main.py --eval at several attack lengths
 
-def test_eval_at_several_attack_lengths_writes_one_curve(tmp_path, weights, data, capsys):
+def test_eval_at_several_attack_lengths_writes_one_curve(tmp_path, random_weights, data, capsys):
     result = tmp_path / "curve.json"
-    code, out, err = run(main.main, ["--eval", "--data", data, "--load", weights, "--attack-iter", "2,0,1",
+    code, out, err = run(main.main, ["--eval", "--data", data, "--load", random_weights, "--attack-iter", "2,0,1",
                                      "--batch", 5, "--workers", 1, "--attack-seed", 0, "--result-file", result]
                          + ARCH, capsys)
     assert code == 0, err[-3000:]
@@ -88,7 +51,7 @@ def test_eval_at_several_attack_lengths_writes_one_curve(tmp_path, weights, data
     assert [p["attack_iterations"] for p in record["points"]] == [2, 0, 1]
     assert all(p["images"] == 12 for p in record["points"])
     assert record["points"][1]["attack_success_rate"] == 0           # clean images: no attack
-    assert record["model"]["load"] == weights and record["points"][0]["attack_settings"]["epsilon"] == 16
+    assert record["model"]["load"] == random_weights and record["points"][0]["attack_settings"]["epsilon"] == 16
     assert out.count("Top1 Error:") == 3 and "== PGD-2 ==" in out
 
     picture = tmp_path / "curve.png"
@@ -170,12 +133,12 @@ def image(tmp_path_factory):
 
 @pytest.mark.parametrize("extra,blocks", [
     ([], BLOCKS),
-    (["--block-names", "group2_denoise,group0_denoise", "--mode", "top", "--label", 1], ["group2_denoise",
+    (["--block-names", "group1_denoise,group0_denoise", "--mode", "top", "--label", 1], ["group1_denoise",
                                                                                          "group0_denoise"]),
 ])
-def test_feature_map_grid_has_one_row_per_block(tmp_path, weights, image, capsys, extra, blocks):
+def test_feature_map_grid_has_one_row_per_block(tmp_path, random_weights, image, capsys, extra, blocks):
     picture = tmp_path / "fm.png"
-    code, out, err = run(feature_maps.main, ["--load", weights, "--image", image, "--out", picture,
+    code, out, err = run(feature_maps.main, ["--load", random_weights, "--image", image, "--out", picture,
                                              "--attack-iter", 2] + ARCH + extra, capsys)
     assert code == 0, err
     assert png_size(picture) == feature_maps.figure_pixels(len(blocks)) == (800, 200 * (1 + len(blocks)))
@@ -184,12 +147,11 @@ def test_feature_map_grid_has_one_row_per_block(tmp_path, weights, image, capsys
 
 @pytest.mark.parametrize("placement,known", [
     ("group", BLOCKS),
-    ("block", ["group0/block0/non_local", "group1/block0/non_local", "group2/block0/non_local",
-               "group3/block0/non_local"]),
+    ("block", ["group0/block0/non_local", "group1/block0/non_local"]),
 ])
-def test_feature_maps_refuse_an_unknown_block_listing_the_known_ones(tmp_path, weights, image, capsys, placement,
+def test_feature_maps_refuse_an_unknown_block_listing_the_known_ones(tmp_path, random_weights, image, capsys, placement,
                                                                      known):
-    code, _, err = run(feature_maps.main, ["--load", weights, "--ignore-mismatch", "--image", image,
+    code, _, err = run(feature_maps.main, ["--load", random_weights, "--ignore-mismatch", "--image", image,
                                            "--out", tmp_path / "fm.png", "--block-names", "group1_denoise,res3"]
                        + ARCH + ["--denoise-placement", placement], capsys)
     assert code == 2
@@ -198,19 +160,20 @@ def test_feature_maps_refuse_an_unknown_block_listing_the_known_ones(tmp_path, w
     assert not (tmp_path / "fm.png").exists()
 
 
-def test_feature_maps_refuse_a_model_without_denoising_blocks(tmp_path, weights, image, capsys):
-    code, _, err = run(feature_maps.main, ["--load", weights, "--ignore-mismatch", "--image", image,
+def test_feature_maps_refuse_a_model_without_denoising_blocks(tmp_path, random_weights, image, capsys):
+    code, _, err = run(feature_maps.main, ["--load", random_weights, "--ignore-mismatch", "--image", image,
                                            "--out", tmp_path / "fm.png"] + ARCH + ["--denoise-placement", "none"],
                        capsys)
     assert code == 2 and "no denoising blocks" in err
 
 
-def test_block_taps_reuse_the_predictors_weights(weights):
+def test_block_taps_reuse_the_predictors_weights(random_weights):
     import tensorflow as tf
-    from engine.flags import spec_from_args
+    from flags import spec_from_args
     from engine.predictor import Predictor
     from nets import BuildOptions
-    predictor = Predictor(spec_from_args(main.build_parser().parse_args(["--eval"] + ARCH)), BuildOptions(), weights)
+    spec = spec_from_args(flags.build_parser().parse_args(["--eval"] + ARCH))
+    predictor = Predictor(spec, BuildOptions(), random_weights)
     with predictor.graph.as_default():
         variables_before = len(tf.compat.v1.global_variables())
         taps = feature_maps.BlockTaps(predictor, BuildOptions())
@@ -240,7 +203,7 @@ def test_ablation_refuses_an_unknown_operation(capsys):
     assert "unknown operation 'gaussian_blur'" in err and "nonlocal_gaussian" in err and "none" in err
 
 
-@pytest.mark.slow
+@pytest.mark.full
 def test_tiny_ablation_runs_end_to_end(tmp_path, capsys):
     ops = ["none", "null", "median"]
     out = tmp_path / "ablation"

@@ -8,20 +8,11 @@ import time
 
 import pytest
 
+import flags
 import main
 from config import PUBLISHED
 from engine import distributed
-from tests.cli import ARCH, main_py, write_split
-
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("data"))
-    write_split(root, "train", 10, seed=0)      # 40 images: 5 steps of 8
-    write_split(root, "val", 3, seed=1)
-    return root
+from tests.cli import ARCH, main_py, run_main
 
 
 def train_args(data, logdir, epochs, *extra):
@@ -37,30 +28,30 @@ def stats(logdir):
 
 def test_train_checkpoint_resume_and_evaluate(tmp_path, data):
     logdir = str(tmp_path / "run")
-    code, out = main_py(*train_args(data, logdir, 2))
-    assert code == 0, out[-3000:]
+    code, out, err = run_main(*train_args(data, logdir, 2))
+    assert code == 0, (out + err)[-3000:]
     assert os.path.exists(os.path.join(logdir, "model-10.index"))
     records = stats(logdir)
     assert [r["epoch_num"] for r in records] == [1, 2]
     assert "val-clean/top1_error" in records[0] and "val-pgd1/attack_success_rate" in records[1]
     assert "val-pgd1/top1_error" not in records[0]                        # PGD-1 only every 2 epochs
 
-    code, out = main_py(*train_args(data, logdir, 2))                    # same logdir without --resume
-    assert code == 2 and "--resume" in out
+    code, out, err = run_main(*train_args(data, logdir, 2))                    # same logdir without --resume
+    assert code == 2 and "--resume" in err
 
-    code, out = main_py(*train_args(data, logdir, 3, "--resume"))
-    assert code == 0, out[-3000:]
+    code, out, err = run_main(*train_args(data, logdir, 3, "--resume"))
+    assert code == 0, (out + err)[-3000:]
     assert "at epoch 3" in out and os.path.exists(os.path.join(logdir, "model-15.index"))
     assert [r["epoch_num"] for r in stats(logdir)] == [1, 2, 3]
 
-    code, out = main_py(*train_args(data, logdir, 3, "--resume"))          # finished: nothing to do
-    assert code == 0 and "has finished all 3 epochs already" in out, out[-3000:]
+    code, out, err = run_main(*train_args(data, logdir, 3, "--resume"))          # finished: nothing to do
+    assert code == 0 and "has finished all 3 epochs already" in out, (out + err)[-3000:]
     assert [r["epoch_num"] for r in stats(logdir)] == [1, 2, 3]
 
     result = str(tmp_path / "result.json")
-    code, out = main_py("--eval", "--data", data, "--load", logdir, "--attack-iter", 2, "--batch", 5,
-                        "--result-file", result, "--workers", 1, *ARCH)
-    assert code == 0, out[-3000:]
+    code, out, err = run_main("--eval", "--data", data, "--load", logdir, "--attack-iter", 2, "--batch", 5,
+                                  "--result-file", result, "--workers", 1, *ARCH)
+    assert code == 0, (out + err)[-3000:]
     with open(result) as f:
         record = json.load(f)
     assert record["images"] == 12 and record["attack_iterations"] == 2 and record["attack"] == "PGD-2"
@@ -72,6 +63,7 @@ def test_train_checkpoint_resume_and_evaluate(tmp_path, data):
     assert record["top1_error"] == pytest.approx(record["wrong_top1"] / 12)
 
 
+@pytest.mark.full
 def test_sigkill_mid_training_then_resume_continues_from_last_checkpoint(tmp_path, data):
     logdir = str(tmp_path / "killed")
     process = main_py(*train_args(data, logdir, 200, "--eval-schedule", "0:1"), wait=False)
@@ -135,12 +127,12 @@ def test_attack_flags_reach_the_attack_and_the_execution():
     """Every attack flag sets its field; without flags the attack's own defaults hold; the fast
     path flags set the training attack's execution, never the attack."""
     from attacker import PGD
-    from engine.flags import eval_attacks_from_args, execution_from_args
-    from engine.model import AttackExecution
-    args = main.build_parser().parse_args(["--eval"])
+    from flags import eval_attacks_from_args, execution_from_args
+    from engine.graphs import AttackExecution
+    args = flags.build_parser().parse_args(["--eval"])
     assert eval_attacks_from_args(args) == [PGD()] and PGD().label == "PGD-10"
     assert execution_from_args(args) == AttackExecution()
-    args = main.build_parser().parse_args(["--eval", "--attack-dtype", "bfloat16", "--attack-fold-bn", "--attack-xla",
+    args = flags.build_parser().parse_args(["--eval", "--attack-dtype", "bfloat16", "--attack-fold-bn", "--attack-xla",
                                            "--attack-epsilon", "8", "--untargeted", "--attack-iter", "0,5",
                                            "--attack-option", "step_size=0.5"])
     clean, pgd = eval_attacks_from_args(args)

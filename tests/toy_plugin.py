@@ -3,7 +3,7 @@
 `python main.py --import tests.toy_plugin ...` makes them available to every mode."""
 from dataclasses import dataclass
 
-from attacker import Attack, AttackResult, outcome, register_attack
+from attacker import Attack, register_attack, untargeted_result
 from nets import ARCHITECTURES, BACKBONES, ArchSpec, denoising_operation
 from nets.backbone import denoise, stem
 from nets.layers import global_avg_pool
@@ -25,10 +25,9 @@ class ToyInvert(Attack):
     def label(self):
         return "Invert-{:g}".format(self.strength)
 
-    def attack(self, image, label, model, index=None):
+    def attack(self, image, label, classifier, index=None):
         adversarial = image + self.strength * (255.0 - 2.0 * image)
-        correct_top1, correct_top5, hit = outcome(model.logits(adversarial), label, label)
-        return AttackResult(adversarial, label, correct_top1, correct_top5, ~correct_top1)
+        return untargeted_result(adversarial, label, classifier)
 
 
 @BACKBONES.register("toy")

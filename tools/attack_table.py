@@ -11,7 +11,6 @@ its untargeted APGD with the DLR loss stands beside it. The targeted PGD-10 colu
 the targets this project drew. Prints a Markdown table and writes it as JSON with --out.
 """
 import argparse
-import json
 import os
 import sys
 import time
@@ -30,7 +29,7 @@ ROWS = (("clean", "clean", {}),
 
 
 def build_parser():
-    from engine.flags import add_model_arguments
+    from flags import add_model_arguments
     parser = argparse.ArgumentParser(prog="python -m tools.attack_table", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="ImageNet-layout root whose val/ is attacked")
@@ -51,7 +50,8 @@ def build_parser():
 def project_errors(args, spec, weights, images, labels, indices):
     """{row: (error, seconds)} of this project's attacks, and the targets of the targeted PGD."""
     from attacker import build_attack
-    from engine.flags import build_options_from_args
+    from engine.evaluate import attack_batch
+    from flags import build_options_from_args
     from engine.predictor import Predictor
     errors, targets = {}, None
     for name, attack_name, settings in ROWS:
@@ -63,7 +63,7 @@ def project_errors(args, spec, weights, images, labels, indices):
         started, wrong = time.time(), 0
         for start in range(0, len(labels), args.batch):
             part = slice(start, start + args.batch)
-            result = predictor.attack(images[part], labels[part], indices[part])
+            result, _ = attack_batch(predictor, images[part], labels[part], indices[part])
             wrong += int(np.sum(~result.correct_top1))
             if name.startswith("targeted"):
                 targets = result.target if targets is None else np.concatenate([targets, result.target])
@@ -137,7 +137,7 @@ def table(models):
 
 
 def main(argv=None):
-    from engine.flags import spec_from_args
+    from flags import spec_from_args
     args = build_parser().parse_args(argv)
     if not args.load:
         print("error: --load is required (one or more trained models)", file=sys.stderr)

@@ -148,7 +148,7 @@ def save_grid(out_path, clean, adversarial, caption, rows):
 # ---------------------------------------------------------------- the command
 
 def build_parser():
-    from engine.flags import add_attack_arguments, add_model_arguments
+    from flags import add_attack_arguments, add_model_arguments
     parser = argparse.ArgumentParser(prog="python -m tools.feature_maps", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--image", required=True, help="an image file (read with OpenCV, resized to --image-size)")
@@ -165,7 +165,7 @@ def build_parser():
 
 def load_model(args):
     """(predictor with the attack of the flags, its BlockTaps, the attack): --eval's attack."""
-    from engine.flags import build_options_from_args, eval_attacks_from_args, spec_from_args
+    from flags import build_options_from_args, eval_attacks_from_args, spec_from_args
     from engine.predictor import Predictor
     attacks = eval_attacks_from_args(args)
     if len(attacks) != 1:
@@ -193,7 +193,7 @@ def attacked_pair(predictor, image, label):
 
 def feature_map_figure(args):
     """Builds the model and the attack, draws the grid; returns the summary lines to print."""
-    from engine.blackbox import read_resized
+    from engine.classify_folder import read_resized
     if not os.path.isfile(args.image):
         raise FileNotFoundError("--image: no such file: {}".format(args.image))
     predictor, taps, attack = load_model(args)

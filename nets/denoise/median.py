@@ -1,10 +1,8 @@
 """Fast kernel of the 3 x 3 median filter (registered as its "fast" formulation).
 
-A median-of-9 selection network of min/max operations instead of a sort; border positions
-get their missing neighbours filled with the lowest or highest value so that the network's
-middle output is the lower median of the valid ones (as the definition takes it). The
-gradient goes to the selected input, found after the network and kept as an int8 map of
-window offsets.
+A median-of-9 selection network of min/max operations instead of a sort; border positions get their missing neighbours
+filled with the lowest or highest value so that the network's middle output is the lower median of the valid ones (as in
+the definition). The gradient goes to the selected input, found after the network and kept as an int8 offset map.
 """
 import numpy as np
 import tensorflow as tf
@@ -19,11 +17,8 @@ MEDIAN9_NETWORK = ((1, 2), (4, 5), (7, 8), (0, 1), (3, 4), (6, 7), (1, 2), (4, 5
 
 
 def median_fill(valid):
-    """Border fill for the 9-input network: [K, H, W] in {0: the value, -1: lowest, +1: highest}.
-
-    A position with m valid neighbours gets 4 - (m - 1) // 2 lowest fills (the rest highest),
-    so the 5th smallest of the 9 is the lower median of its m valid values.
-    """
+    """Border fill of the 9-input network, [K, H, W]: 0 keeps the value, -1 lowest, +1 highest. With m valid neighbours,
+    4 - (m - 1) // 2 lowest fills (the rest highest) make the 5th smallest of the 9 their lower median."""
     fill = np.zeros(valid.shape, np.int8)
     count = valid.sum(axis=0)
     for i, j in zip(*np.nonzero(count < valid.shape[0])):
@@ -36,8 +31,8 @@ def median_fill(valid):
 @fast_kernel(median_filter, applies=lambda x, layout, window, options: window == 3 and
              static_hw(x, layout) is not None)
 def median3_fast(x, theta, phi, layout, window, options):
-    """The 3 x 3 median by the selection network; the gradient goes to the selected input
-    (the first window offset holding the median), from a saved int8 offset map."""
+    """The 3 x 3 median by the selection network; the gradient goes to the selected input (the first window offset
+    holding the median), from a saved int8 offset map."""
     height, width = static_hw(x, layout)
     fill = median_fill(valid_offsets(height, width, 3))
     ops = WindowOps(layout, height, width, 3)
@@ -48,11 +43,10 @@ def median3_fast(x, theta, phi, layout, window, options):
 
         def wire(k):
             value = ops.shift(padded, k)
-            if fill[k].any():
-                replace_mask = per_position(fill[k] != 0, layout, tf.bool)
-                extreme = per_position(np.where(fill[k] < 0, -1.0, 1.0), layout, x.dtype) * x.dtype.max
-                value = tf.where(replace_mask, extreme, value)
-            return value
+            if not fill[k].any():
+                return value
+            extreme = per_position(np.where(fill[k] < 0, -1.0, 1.0), layout, x.dtype) * x.dtype.max
+            return tf.where(per_position(fill[k] != 0, layout, tf.bool), extreme, value)
         wires = [wire(k) for k in range(9)]
         for i, j in MEDIAN9_NETWORK:
             wires[i], wires[j] = tf.minimum(wires[i], wires[j]), tf.maximum(wires[i], wires[j])

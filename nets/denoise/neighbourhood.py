@@ -1,8 +1,7 @@
 """k x k neighbourhoods of a feature map, for the local operations and their kernels.
 
-A window position outside the map does not exist: the definitions mask it out and the
-kernels skip it, so a border output depends on its valid neighbours only (zero padding is
-only a way to build shifted maps, never a value that enters a result).
+A window position outside the map does not exist: the definitions mask it out and the kernels skip it, so a border
+output depends on its valid neighbours only (zero padding only builds shifted maps, never enters a result).
 """
 import numpy as np
 import tensorflow as tf
@@ -24,10 +23,7 @@ def static_hw(x, layout):
 
 
 def pad_spatial(x, layout, radius):
-    pads = [[0, 0]] * 4
-    for axis in layout.spatial_axes:
-        pads[axis] = [radius, radius]
-    return tf.pad(x, pads)
+    return tf.pad(x, [[radius, radius] if axis in layout.spatial_axes else [0, 0] for axis in range(4)])
 
 
 def shifted(padded, layout, height, width, dy, dx):

@@ -1,16 +1,15 @@
 """Fast kernels of the local operations (registered as their "fast" formulation).
 
-Bilateral filters: the window is visited one offset at a time, so no [.., C, k*k] stack of
-neighbourhoods exists; the k*k affinities are [B, H, W, 1] maps, and the hand-written
-gradients recompute the shifted maps instead of keeping them. Mean: TF's average pooling
-with SAME padding, which already divides by the number of valid inputs.
+Bilateral filters: the window is visited one offset at a time, so no [.., C, k*k] stack of neighbourhoods exists;
+the k*k affinities are [B, H, W, 1] maps, and the hand-written gradients recompute the shifted maps instead of
+keeping them. Mean: TF's average pooling with SAME padding, which already divides by the number of valid inputs.
 """
 import math
 
 import numpy as np
 import tensorflow as tf
 
-from .neighbourhood import pad_spatial, shifted, static_hw, valid_offsets, window_offsets, per_position
+from .neighbourhood import pad_spatial, per_position, shifted, static_hw, valid_offsets, window_offsets
 from .operations import bilateral_dot, bilateral_gaussian, fast_kernel, mean_filter
 
 
@@ -50,14 +49,11 @@ def mean_filter_fast(x, theta, phi, layout, window, options):
 
 
 class WindowOps:
-    """The two window products of the bilateral filter, offset by offset, with hand-written
-    gradients that recompute the shifted maps instead of keeping k*k of them:
-
+    """The two window products of the bilateral filter, offset by offset, with hand-written gradients that recompute
+    the shifted maps instead of keeping k*k of them:
         affinity(theta, phi)[k] = sum_c theta * S_k(phi)        weighted_sum(w, x) = sum_k w[k] * S_k(x)
-
-    S_k shifts a map by window offset k with zeros outside; its adjoint is the opposite
-    shift. The k*k terms are chained by control dependencies, so one is alive at a time.
-    """
+    S_k shifts a map by window offset k with zeros outside; its adjoint is the opposite shift. The k*k terms are
+    chained by control dependencies, so one is alive at a time."""
 
     def __init__(self, layout, height, width, window):
         self.layout, self.height, self.width, self.window = layout, height, width, window
@@ -73,9 +69,8 @@ class WindowOps:
         return pad_spatial(t, self.layout, self.window // 2)
 
     def _part(self, t, k):
-        begin = [0, 0, 0, 0]
-        begin[self.layout.channel_axis] = k
-        return tf.slice(t, begin, [1 if a == self.layout.channel_axis else -1 for a in range(4)])
+        axis = self.layout.channel_axis
+        return tf.slice(t, [k if a == axis else 0 for a in range(4)], [1 if a == axis else -1 for a in range(4)])
 
     def _chain(self, terms):
         """Sum or concatenate term(k, previous) for every k, one after the other."""
@@ -89,14 +84,11 @@ class WindowOps:
         """term(0) + term(1) + ..., one offset after the other."""
         return self._chain(lambda k, total: term(k) if total is None else total + term(k))[-1]
 
-    def _sequential_concat(self, term):
-        """[term(0), term(1), ...] concatenated on the channel axis, one offset after the other."""
-        return tf.concat(self._chain(lambda k, _: term(k)), self.layout.channel_axis)
-
     def _correlate(self, a, padded_b):
-        """[sum_c a * S_k(b)]_k on the channel axis: one channel per offset."""
-        return self._sequential_concat(lambda k: tf.reduce_sum(
-            a * self.shift(padded_b, k), axis=self.layout.channel_axis, keepdims=True))
+        """[sum_c a * S_k(b)]_k on the channel axis (one channel per offset), one offset after the other."""
+        axis = self.layout.channel_axis
+        terms = self._chain(lambda k, _: tf.reduce_sum(a * self.shift(padded_b, k), axis, keepdims=True))
+        return tf.concat(terms, axis)
 
     def _gather(self, w, padded_x):
         """sum_k w[k] * S_k(x)."""
@@ -106,22 +98,18 @@ class WindowOps:
         """sum_k S_k^T(w[k] * a), the adjoint of _gather in x and of _correlate in b."""
         return self.sequential_sum(lambda k: self.shift(self.pad(self._part(w, k) * a), k, opposite=True))
 
-    def affinity(self, theta, phi):
+    def _product(self, a, b, forward, backward):
+        """forward(a, padded b), with the gradient backward(d_output, a, padded b) -> (d_a, d_b)."""
         @tf.custom_gradient
-        def run(theta, phi):
-            padded_phi = self.pad(phi)
+        def run(a, b):
+            padded_b = self.pad(b)
+            return forward(a, padded_b), lambda d_output: backward(d_output, a, padded_b)
+        return run(a, b)
 
-            def grad(d_affinity):
-                return self._gather(d_affinity, padded_phi), self._scatter(d_affinity, theta)
-            return self._correlate(theta, padded_phi), grad
-        return run(theta, phi)
+    def affinity(self, theta, phi):
+        return self._product(theta, phi, self._correlate, lambda d_affinity, theta, padded_phi: (
+            self._gather(d_affinity, padded_phi), self._scatter(d_affinity, theta)))
 
     def weighted_sum(self, weights, x):
-        @tf.custom_gradient
-        def run(weights, x):
-            padded_x = self.pad(x)
-
-            def grad(dy):
-                return self._correlate(dy, padded_x), self._scatter(weights, dy)
-            return self._gather(weights, padded_x), grad
-        return run(weights, x)
+        return self._product(weights, x, self._gather, lambda dy, weights, padded_x: (
+            self._correlate(dy, padded_x), self._scatter(weights, dy)))

@@ -1,23 +1,26 @@
-"""Command-line flags. Each flag maps to one field of the object it configures (ArchSpec,
-BuildOptions, an attack's settings, AttackExecution, Recipe); defaults come from those
-objects and config.py, never from here. Registries are read when the parser is built, so
-operations, attacks and architectures registered before that (e.g. by `--import MODULE`)
-are choices like the built-in ones."""
+"""The command line: every flag of main.py (and those tools/ share), each mapped to one field of
+the object it configures (ArchSpec, BuildOptions, an attack's settings, AttackExecution,
+Recipe, TrainJob); defaults come from those objects and config.py, never from here. The
+library (nets/, attacker/, data/, engine/) never sees argparse. Registries are read when the
+parser is built, so operations, attacks and architectures registered before that (by
+`--import MODULE`) are choices like the built-in ones."""
 import argparse
 import contextlib
 import dataclasses
+import importlib
+import logging
 import math
 import typing
 
-from attacker import ATTACKS, LOSSES, PGD, build_attack, canonical_attack, parse_attack, setting_names
-from config import PRESETS, PUBLISHED
+from attacker import ATTACKS, LOSS_ALIASES, LOSSES, build_attack, canonical_attack, parse_attack, setting_names
+from config import DEFAULTS, PRESETS, PUBLISHED
 from data.augment import TRAIN_AUGMENTATIONS
 from nets import ARCHITECTURES, DENOISE_OPS, BuildOptions, build_spec, resolve_data_format
 from nets.architectures import DEPTH_BLOCKS, PLACEMENTS, STEMS
 from nets.options import COMPUTE_DTYPES, FORMULATIONS
 from ranges import SettingError
 
-from .model import AttackExecution
+from engine.graphs import AttackExecution
 
 
 def int_tuple(text):
@@ -52,6 +55,16 @@ def seconds(text):
     if not (math.isfinite(value) and value >= 0):
         raise argparse.ArgumentTypeError("expected a number of seconds >= 0, got '{}'".format(text))
     return value
+
+
+def loss_name(text, flag):
+    """A name in attacker.LOSSES; an earlier spelling is taken, with a note of the new one."""
+    if text in LOSS_ALIASES:
+        logging.getLogger(__name__).warning("%s %s: the loss is now called %s", flag, text, LOSS_ALIASES[text])
+        return LOSS_ALIASES[text]
+    if text not in LOSSES:
+        raise argparse.ArgumentTypeError("unknown loss '{}'; the losses are: {}".format(text, ", ".join(LOSSES)))
+    return text
 
 
 def fraction(text):
@@ -143,11 +156,14 @@ BUILD_FLAGS = FieldFlags("graph building (the same function, other kernels)", {
 }, prefix="build_", defaults=BuildOptions())
 
 ATTACK_FLAGS = FieldFlags("attack settings (docs/FACTS.md Sec. 4; default: the attack's own, e.g. PGD's)", {
-    "--attack-epsilon": dict(field="epsilon", type=float, help="L-inf budget on the 0..255 scale (PGD: 16)"),
+    "--attack-epsilon": dict(field="epsilon", type=float, help="L-inf budget on the 0..255 scale ({:g})".format(
+        DEFAULTS.attack_epsilon)),
     "--attack-step-size": dict(field="step_size", type=float,
                                help="step on the 0..255 scale (PGD: 1, at least epsilon / iterations)"),
     "--attack-restarts": dict(field="restarts", type=int, help="random restarts: correct only if correct under all"),
-    "--attack-loss": dict(field="loss", choices=LOSSES, help="cross-entropy or the CW margin (PGD: xent)"),
+    "--attack-loss": dict(field="loss", type=lambda text: loss_name(text, "--attack-loss"),
+                          help="the loss every attack maximises: {} (PGD: ce; xent is ce's old name)".format(
+                              ", ".join(LOSSES))),
     "--attack-target-offset": dict(field="target_offset", type=int,
                                    help="fixed target (label + K) mod classes instead of a random wrong class"),
     "--attack-seed": dict(field="seed", type=int, help="seed for targets and starts (repeatable results)"),
@@ -196,7 +212,8 @@ def add_attack_arguments(parser):
     group.add_argument("--attack", choices=ATTACKS.names(),
                        help="the attack (default: '{}' with {} iterations in training, '{}' with {} in evaluation, the "
                             "paper's targeted PGD)".format(PUBLISHED.attack, PUBLISHED.attack_iterations,
-                                                            PGD.name, PGD.iterations))
+                                                            DEFAULTS.eval_attack,
+                                                            build_attack(DEFAULTS.eval_attack).iterations))
     group.add_argument("--attack-iter", type=int_tuple, default=None,
                        help="attack iterations; 0 means clean images. --eval takes a comma list (0,10,100: one pass "
                             "each, one JSON); training takes one value")
@@ -257,7 +274,9 @@ def attack_settings(args, name):
         if key not in setting_names(name):
             raise ValueError("attack '{}' has no setting '{}'; its settings are: {}".format(
                 name, key, ", ".join(setting_names(name))))
-        settings[key] = _coerce(name, key, value)
+        # an earlier loss spelling is translated; an unknown one is refused by the attack, naming its choices
+        aliased = key == "loss" and value in LOSS_ALIASES
+        settings[key] = loss_name(value, "--attack-option loss") if aliased else _coerce(name, key, value)
     return settings
 
 
@@ -275,7 +294,7 @@ def attack_with_iterations(name, iterations, settings, iterations_given=True):
 
 def eval_attacks_from_args(args):
     """--eval's attacks: --attack (PGD-10 by default) at each --attack-iter length, in order."""
-    name = args.attack or PGD.name
+    name = args.attack or DEFAULTS.eval_attack
     settings = attack_settings(args, name)
     lengths = (None,) if args.attack_iter is None else tuple(dict.fromkeys(args.attack_iter))
     return [attack_with_iterations(name, n, settings) for n in lengths]
@@ -349,3 +368,80 @@ def apply_preset(args):
         changed["--attack-iter"] = dict(preset=getattr(default, "iterations", None),
                                         used=",".join(map(str, args.attack_iter)))
     return changed
+
+
+def import_plugins(argv):
+    """Import every `--import MODULE` of argv (before the parser reads the registries)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--import", dest="modules", action="append", default=[])
+    for module in pre.parse_known_args(argv)[0].modules:
+        importlib.import_module(module)
+
+
+def build_parser(description=None):
+    """main.py's parser: the mode, the data and every setting."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--train", action="store_true", help="adversarial training (Horovod under horovodrun)")
+    mode.add_argument("--eval", action="store_true", help="white-box evaluation of the validation set")
+    mode.add_argument("--eval-directory", metavar="DIR",
+                      help="black-box mode: classify every image in DIR, write filename,label lines")
+    parser.add_argument("--import", dest="modules", action="append", default=[], metavar="MODULE",
+                        help="import MODULE first (it may register operations, attacks, architectures)")
+    parser.add_argument("--data", help="ImageNet-layout root: train/<class>/, val/<class>/ or val/ + val.txt")
+    parser.add_argument("--batch", type=at_least(1), default=PUBLISHED.batch_per_gpu,
+                        help="images per batch and process (per GPU in training; default %(default)s)")
+    parser.add_argument("--workers", type=at_least(0), default=DEFAULTS.workers(),
+                        help="image decoding processes/threads per rank (default: the CPU count, %(default)s)")
+    add_model_arguments(parser)
+    add_attack_arguments(parser)
+    RECIPE_FLAGS.add_to(parser)
+    training = parser.add_argument_group("training")
+    training.add_argument("--logdir", help="log and checkpoint directory (default: named after the settings)")
+    training.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --logdir")
+    training.add_argument("--starting-epoch", type=at_least(1), help="epoch to start at when --load gives a checkpoint")
+    training.add_argument("--max-unreadable-fraction", type=fraction, default=DEFAULTS.max_unreadable_fraction,
+                          metavar="F", help="skip unreadable training images (each logged, counted in stats.json) up "
+                                            "to this fraction of a rank's images, fail beyond it (default %(default)g)")
+    training.add_argument("--data-server", metavar="ADDR",
+                          help="receive training batches from 'python -m tools.serve_data' at this ZMQ address")
+    parser.add_argument("--hang-timeout", type=seconds, default=DEFAULTS.hang_timeout, metavar="SECONDS",
+                        help="a rank with no training step or evaluation batch for this long prints its stacks "
+                             "and exits with code 3, so a stuck job ends (0: never; default %(default)g)")
+    evaluation = parser.add_argument_group("evaluation")
+    evaluation.add_argument("--result-file", help="write the metrics and settings as JSON")
+    evaluation.add_argument("--preset", choices=sorted(PRESETS),
+                            help="a named protocol: sets its flags where not given ({})".format(
+                                "; ".join("{}: {}".format(name, preset_flags(name)) for name in sorted(PRESETS))))
+    evaluation.add_argument("--eval-images", type=at_least(1), metavar="N",
+                            help="evaluate a fixed subset of N validation images, drawn with --eval-subset-seed")
+    evaluation.add_argument("--eval-subset-seed", type=at_least(0), default=0, help="seed of --eval-images (default 0)")
+    evaluation.add_argument("--eval-list", metavar="FILE",
+                            help="evaluate only the validation images FILE lists (one path relative to val/ per "
+                                 "line, e.g. RobustBench's ImageNet subset)")
+    blackbox = parser.add_argument_group("black-box mode")
+    blackbox.add_argument("--prediction-file", default="predictions.txt")
+    blackbox.add_argument("--logits-file", help="also write the logits, float32 [images, classes] (.npy)")
+    return parser
+
+
+
+
+def check_eval_subset(args, parser):
+    if args.eval_images is not None and args.eval_list:
+        parser.error("give --eval-images or --eval-list, not both")
+    if args.eval_list and args.preset:      # the list replaces the preset's drawn subset
+        args.eval_images = 0
+
+
+def parse(argv, description=None):
+    """(parser, args) of main.py's command line: plugins imported first, then the flags parsed,
+    checked, and the preset's settings filled in (`args.preset_changes`: those the command
+    line changed)."""
+    import_plugins(argv)
+    parser = build_parser(description)
+    args = parser.parse_args(argv)
+    check_eval_subset(args, parser)
+    args.preset_changes = apply_preset(args)
+    return parser, args
+

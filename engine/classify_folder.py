@@ -1,9 +1,6 @@
-"""Black-box mode: classify every image of a directory (docs/FACTS.md Sec. 4).
-
-Images are read with OpenCV (BGR) and resized to the model's input size with cubic
-interpolation (a plain resize, no crop), in sorted file-name order; the output is one
-`filename,label` line per image and, optionally, the logits as float32 [images, classes].
-"""
+"""Black-box mode: classify every image of a directory (docs/FACTS.md Sec. 4). Images are read with OpenCV (BGR) and
+resized to the model's input size with cubic interpolation (a plain resize, no crop), in sorted file-name order; the
+output is one `filename,label` line per image and, optionally, the logits as float32 [images, classes]."""
 import os
 
 import cv2
@@ -20,11 +17,9 @@ from . import watchdog
 def list_image_files(directory):
     if not os.path.isdir(directory):
         raise FileNotFoundError("--eval-directory: no such directory: {}".format(directory))
-    names = sorted(n for n in os.listdir(directory)
-                   if is_image_file(n) and os.path.isfile(os.path.join(directory, n)))
+    names = sorted(n for n in os.listdir(directory) if is_image_file(n) and os.path.isfile(os.path.join(directory, n)))
     if not names:
-        raise ValueError("--eval-directory: no image files ({}) in {}".format(
-            " ".join(IMAGE_EXTENSIONS), directory))
+        raise ValueError("--eval-directory: no image files ({}) in {}".format(" ".join(IMAGE_EXTENSIONS), directory))
     return names
 
 

@@ -1,0 +1,40 @@
+"""AutoAttack's protocol (Croce & Hein, ICML 2020, Sec. 5), written once: runs in a fixed
+order, each only on the images that every earlier run left correctly classified; an image
+counts as robust only if it survives them all. It serves the composite attack (its stages), APGD's restarts and
+APGD-T's target classes, and the evaluation report (engine/evaluate.py feeds one stage at a time through it)."""
+from typing import NamedTuple
+
+import tensorflow as tf
+
+
+class Staged(NamedTuple):
+    """An attack under the protocol, part way: the clean images, labels and indices, the image kept for each (the one
+    that broke it, or the last one tried) and which are still robust."""
+    image: tf.Tensor
+    label: tf.Tensor
+    index: tf.Tensor
+    adversarial: tf.Tensor
+    robust: tf.Tensor
+
+
+def start(image, label, index):
+    return Staged(image, label, index, image, tf.ones_like(label, tf.bool))
+
+
+def on_still_robust(run, staged):
+    """`run(image, label, index)` -> (image found, still robust), on the still-robust images only, its results put back
+    in place; skipped once every image is broken (TF's CPU convolutions fail on an empty batch)."""
+    todo = tf.where(staged.robust)[:, 0]
+    image, label, index = (tf.gather(t, todo) for t in (staged.image, staged.label, staged.index))
+    found, robust = tf.cond(tf.size(todo) > 0, lambda: run(image, label, index),
+                            lambda: (image, tf.zeros_like(label, tf.bool)))
+    return staged._replace(adversarial=tf.tensor_scatter_nd_update(staged.adversarial, todo[:, None], found),
+                           robust=tf.tensor_scatter_nd_update(staged.robust, todo[:, None], robust))
+
+
+def stage_run(attack, classifier):
+    """A registered attack as one run of the protocol: still robust = classified correctly (exact model) after it."""
+    def run(image, label, index):
+        result = attack.attack(image, label, classifier, index)
+        return result.adversarial, result.correct_top1
+    return run
