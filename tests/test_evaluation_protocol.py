@@ -68,6 +68,7 @@ class OneGraph(Attack):
         return self.inner.attack(image, label, classifier, index)
 
 
+@pytest.mark.full        # the default tier runs the staged composite through main.py (next test)
 def test_stages_give_what_the_one_graph_protocol_gives(eval_data, trained_weights):
     settings = dict(epsilon=24.0, iterations=4, target_classes=2, queries=30, seed=3)
     outcomes = []

@@ -40,6 +40,7 @@ def write_json(path, record):
 
 # ---------------------------------------------------------------- main.py --eval at several attack lengths
 
+@pytest.mark.full
 def test_eval_at_several_attack_lengths_writes_one_curve(tmp_path, random_weights, data, capsys):
     result = tmp_path / "curve.json"
     code, out, err = run(main.main, ["--eval", "--data", data, "--load", random_weights, "--attack-iter", "2,0,1",
