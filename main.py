@@ -48,7 +48,8 @@ def run_eval(args, parser):
         parser.error("--eval needs --data (the root holding val/)")
     from engine.distributed import init_world
     from engine.evaluate import point_record, print_result, print_stages, print_table, result_record, write_json
-    from flags import eval_attacks_from_args, preset_flags, spec_from_args
+    from engine.graphs import check_exact_decisions
+    from flags import eval_attacks_from_args, execution_from_args, preset_flags, spec_from_args
     from data import evaluation_subset, list_images, model_classes
     world = init_world()
     if args.preset and world.is_chief:
@@ -59,6 +60,8 @@ def run_eval(args, parser):
                 args.preset), flush=True)
     spec = spec_from_args(args)
     attacks = eval_attacks_from_args(args)
+    for attack in attacks:                  # before any data is read
+        check_exact_decisions(attack, execution_from_args(args))
     classes = model_classes(args.data, spec.num_classes)
     subset = evaluation_subset(list_images(args.data, "val", classes), os.path.join(args.data, "val"),
                                args.eval_images, args.eval_subset_seed, args.eval_list)

@@ -3,12 +3,14 @@ diverse parameter-free attacks", ICML 2020, Sec. 3 and Algorithm 1), L-inf, in t
 
 Per image: the step starts at 2 epsilon; after the first plain step each step mixes the gradient step with the
 previous move (momentum 0.75); at the checkpoints w_j (Sec. 3.2) the step is halved, and the run restarts from the
-best point, when since the last checkpoint fewer than rho = 75% of the steps raised the loss (Condition 1), or when
-neither the step nor the best loss changed (Condition 2). An image is broken as soon as any iterate is misclassified
-(it keeps that iterate, else the best one); later runs (restarts, APGD-T's targets) attack only the robust ones."""
-import math
+best point, when since the last checkpoint at most rho = 75% of the steps raised the loss (Condition 1), or when
+neither the step nor the best loss changed (Condition 2). Where the paper and the authors' code differ, this follows
+the code, which made RobustBench's numbers (docs/FACTS.md, "APGD: paper and code"): the checkpoints, "at most" (the
+paper: fewer than), the first window's first step compared with 0 (the code's zero-filled buffer), and Condition 2
+not tested at the first checkpoint. Only images the exact model classifies correctly are attacked; an image is broken
+as soon as any iterate is misclassified (it keeps that iterate, else the best one); later runs (restarts, APGD-T's
+targets) attack only the robust ones."""
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import NamedTuple, Optional
 
 import tensorflow as tf
@@ -18,7 +20,7 @@ from ranges import setting
 from .base import (Attack, budget_setting, count_setting, epsilon_ball, image_indices, register_attack, seed_setting,
                    untargeted_result)
 from .losses import LOSSES
-from .protocol import on_still_robust, start
+from .protocol import on_still_robust, start_on_correct
 from .randomness import base_seed, uniform_per_image
 
 MOMENTUM = 0.75
@@ -26,12 +28,16 @@ RHO = 0.75
 
 
 def checkpoints(iterations):
-    """w_j = ceil(p_j * iterations): p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06), while
-    p_j <= 1 (APGD, Sec. 3.2), in exact arithmetic."""
-    p = [Fraction(0), Fraction(22, 100)]
-    while p[-1] + max(p[-1] - p[-2] - Fraction(3, 100), Fraction(6, 100)) <= 1:
-        p.append(p[-1] + max(p[-1] - p[-2] - Fraction(3, 100), Fraction(6, 100)))
-    return sorted({math.ceil(pj * iterations) for pj in p[1:]})
+    """The checkpoints w_j as the authors' code places them (docs/FACTS.md, "APGD: paper and code"): a first
+    interval of max(floor(0.22 n), 1) iterations, each next one shorter by max(floor(0.03 n), 1) down to
+    max(floor(0.06 n), 1), repeated while it fits in n. The paper's w_j = ceil(p_j n) (Sec. 3.2) give the same
+    points when 0.22 n, 0.03 n and 0.06 n are whole numbers (n = 100: 22, 41, 57, 70, 80, 87, 93, 99)."""
+    length, shrink, shortest = (max(int(f * iterations), 1) for f in (0.22, 0.03, 0.06))
+    marks = []
+    while (marks[-1] if marks else 0) + length <= iterations:
+        marks.append((marks[-1] if marks else 0) + length)
+        length = max(length - shrink, shortest)
+    return marks
 
 
 def random_start(image, epsilon, index, seed, stream):
@@ -55,7 +61,7 @@ class Iterate(NamedTuple):
     loss_best: tf.Tensor
     increases: tf.Tensor        # steps that raised the loss since the last checkpoint
     best_at_mark: tf.Tensor     # the best loss at the last checkpoint
-    halved_before: tf.Tensor    # whether the step was halved at the last checkpoint
+    halved_before: tf.Tensor    # whether the step was halved at the last checkpoint (true at the start, as in the code)
     x_broken: tf.Tensor         # the last misclassified iterate
     broken: tf.Tensor           # whether some iterate was misclassified
 
@@ -80,7 +86,7 @@ class APGD(Attack):
 
     def attack(self, image, label, classifier, index=None):
         seed = base_seed(self.seed)
-        staged = start(image, label, image_indices(label, index))
+        staged = start_on_correct(image, label, image_indices(label, index), classifier)
         for run, rank in enumerate(self.target_ranks(classifier.num_classes)):
             staged = on_still_robust(lambda *batch, run=run, rank=rank: self._run(*batch, classifier, seed, run, rank),
                                      staged)
@@ -96,28 +102,33 @@ class APGD(Attack):
         since_last = [gaps.get(k, 0) for k in range(self.iterations)]     # at a checkpoint: iterations since the last
 
         def evaluate(x):
-            logits = classifier.step(x)
-            logits = tf.cast(logits, tf.float32) if logits.dtype.size < 4 else logits     # half-precision steps
+            logits = classifier.logits(x)       # the exact model: the loss and "misclassified" are decisions
             loss = LOSSES[self.loss](logits, label, target)
-            grad, = tf.gradients(tf.reduce_sum(loss) * classifier.gradient_scale, x)
+            grad, = tf.gradients(tf.reduce_sum(loss), x)
             wrong = tf.not_equal(tf.argmax(logits, 1, output_type=tf.int32), label)
             return loss, grad, wrong
 
         def per_image(v):
             return tf.reshape(v, [-1, 1, 1, 1])
 
+        def first_comparison(loss):
+            """What the code compares f(x1) with: its loss buffer's last slot, 0 until the run's end (f(x1) itself
+            when the run is one iteration long)."""
+            return loss if self.iterations == 1 else tf.zeros_like(loss)
+
         def step(s):
             mix = tf.where(s.k > 0, MOMENTUM, 1.0)
             z = tf.clip_by_value(s.x + per_image(s.eta) * tf.sign(s.grad), lower, upper)
             x_new = tf.clip_by_value(s.x + mix * (z - s.x) + (1.0 - mix) * (s.x - s.x_prev), lower, upper)
             loss_new, grad_new, wrong = evaluate(x_new)
-            increases = s.increases + tf.cast(loss_new > s.loss, tf.int32)
+            before = tf.where(s.k > 0, s.loss, first_comparison(loss_new))
+            increases = s.increases + tf.cast(loss_new > before, tf.int32)
             better = loss_new > s.loss_best
             x_best = tf.where(per_image(better), x_new, s.x_best)
             grad_best = tf.where(per_image(better), grad_new, s.grad_best)
             loss_best = tf.where(better, loss_new, s.loss_best)
             span = tf.gather(tf.constant(since_last), s.k)
-            halve = (span > 0) & ((tf.cast(increases, tf.float32) < self.rho * tf.cast(span, tf.float32)) |
+            halve = (span > 0) & ((tf.cast(increases, tf.float32) <= self.rho * tf.cast(span, tf.float32)) |
                                   (~s.halved_before & (loss_best <= s.best_at_mark)))
             at_mark = tf.fill(tf.shape(halve), span > 0)
             return Iterate(
@@ -133,7 +144,7 @@ class APGD(Attack):
             loss, grad, wrong = evaluate(x0)
             count = tf.shape(label)[0]
             first = Iterate(tf.constant(0), x0, x0, grad, loss, tf.fill([count], 2.0 * self.epsilon), x0, grad, loss,
-                            tf.zeros([count], tf.int32), loss, tf.zeros([count], tf.bool), x0, wrong)
+                            tf.zeros([count], tf.int32), loss, tf.ones([count], tf.bool), x0, wrong)
             final, = tf.while_loop(lambda s: s.k < self.iterations, lambda s: [step(s)], [first], parallel_iterations=1)
             return tf.where(per_image(final.broken), final.x_broken, final.x_best), ~final.broken
 

@@ -1,16 +1,17 @@
-"""AutoAttack (Croce & Hein, ICML 2020, Sec. 5): several attacks in a fixed order, each run only
-on the images that every earlier one left correctly classified (attacker/protocol.py); an image
-counts as robust only if it survives them all.
+"""AutoAttack (Croce & Hein, ICML 2020, Sec. 5), its standard L-inf version: APGD-CE, APGD-T, FAB-T and Square in
+that order, each run only on the images that every earlier one left correctly classified (attacker/protocol.py); an
+image counts as robust only if it survives them all. Settings as the authors' code runs it (docs/FACTS.md): 100
+iterations, 9 target classes, 5,000 Square queries, one run of each.
 
-The standard L-inf version runs APGD-CE, APGD-T, FAB-T and Square; FAB-T is not implemented here, so this is
-APGD-CE + APGD-T + Square, named so wherever printed. `stages()` lists the clean images and the attacks, so that an
-evaluation reports each one (`main.py --eval`); `attack()` runs the same protocol in one graph (during training)."""
+`stages()` lists the clean images and the attacks, so that an evaluation reports each one (`main.py --eval`);
+`attack()` runs the same protocol in one graph (during training)."""
 from dataclasses import dataclass
 from typing import Optional
 
 from .apgd import APGDCE, APGDT
 from .base import (Attack, Clean, budget_setting, count_setting, image_indices, register_attack, seed_setting,
                    untargeted_result)
+from .fab import FABT
 from .protocol import on_still_robust, stage_run, start
 from .square import Square
 
@@ -18,7 +19,7 @@ from .square import Square
 @register_attack("autoattack")
 @dataclass(frozen=True)
 class AutoAttack(Attack):
-    """APGD-CE, APGD-T, then Square, with AutoAttack's standard settings; epsilon on the 0..255 scale."""
+    """APGD-CE, APGD-T, FAB-T, then Square, with AutoAttack's standard settings; epsilon on the 0..255 scale."""
     epsilon: float = budget_setting()
     iterations: int = count_setting(100)
     target_classes: int = count_setting(9)
@@ -27,14 +28,16 @@ class AutoAttack(Attack):
 
     @property
     def label(self):
-        return "APGD-CE + APGD-T + Square"
+        return "AutoAttack (standard)"
 
     def stages(self):
-        """The clean images, then the attacks in their order, each with its own seed (no two share draws)."""
+        """The clean images, then the attacks in their order; each random one with its own seed (no two share
+        draws); FAB-T draws nothing (no random start in the standard version)."""
         seed = None if self.seed is None else self.seed * 3
         return [Clean(), APGDCE(iterations=self.iterations, epsilon=self.epsilon, seed=seed),
                 APGDT(iterations=self.iterations, epsilon=self.epsilon, target_classes=self.target_classes,
                       seed=None if seed is None else seed + 1),
+                FABT(iterations=self.iterations, epsilon=self.epsilon, target_classes=self.target_classes),
                 Square(queries=self.queries, epsilon=self.epsilon, seed=None if seed is None else seed + 2)]
 
     def attack(self, image, label, classifier, index=None):

@@ -99,6 +99,7 @@ class Attack:
     """Base of the registered attacks (dataclasses): subclasses implement `attack`; training uses `perturb`."""
     name = None                     # set by register_attack
     targeted = False
+    fast_steps = False              # may its steps use Classifier.step_logits? Only if they decide nothing
 
     def __post_init__(self):
         """Every setting within the range its field declares (ranges.setting)."""
@@ -122,6 +123,11 @@ class Attack:
     def stages(self):
         """What an evaluation runs and reports: this attack, or a composite's stages in order (attacker/protocol.py)."""
         return [self]
+
+    def deciding_stages(self):
+        """The labels of the stages whose steps take decisions from the logits (which point to keep, when an image
+        is broken): those run on the exact model only."""
+        return [stage.label for stage in self.stages() if not stage.fast_steps]
 
 
 def register_attack(name):
@@ -177,6 +183,8 @@ def monitor_key(attack):
 @dataclass(frozen=True)
 class Clean(Attack):
     """The clean "attack" (`--attack clean`, `--attack-iter 0`): the images; target = label, nothing is a success."""
+
+    fast_steps = True               # it takes no step
 
     def attack(self, image, label, classifier, index=None):
         _, correct_top1, correct_top5 = outcome(classifier.logits(image), label)

@@ -34,6 +34,7 @@ def random_wrong_target(label, num_classes, seed=None):
 @dataclass(frozen=True)
 class PGD(Attack):
     """L-inf PGD, epsilon and step size on the 0..255 scale; by default the paper's evaluation attack (targeted, CE)."""
+    fast_steps = True               # signed gradient steps decide nothing; the outcome uses the exact model
     iterations: int = count_setting(10)
     epsilon: float = budget_setting()
     step_size: float = budget_setting(1.0)

@@ -21,6 +21,13 @@ def start(image, label, index):
     return Staged(image, label, index, image, tf.ones_like(label, tf.bool))
 
 
+def start_on_correct(image, label, index, classifier):
+    """A start where only the images the exact model classifies correctly are still robust: the authors' code never
+    attacks a misclassified image (it is kept as it is, already broken), also when an attack runs alone."""
+    correct = tf.equal(tf.argmax(classifier.logits(image), axis=1, output_type=tf.int32), label)
+    return Staged(image, label, index, image, correct)
+
+
 def on_still_robust(run, staged):
     """`run(image, label, index)` -> (image found, still robust), on the still-robust images only, its results put back
     in place; skipped once every image is broken (TF's CPU convolutions fail on an empty batch)."""

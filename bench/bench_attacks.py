@@ -22,9 +22,11 @@ from tools import attack_table
 
 # (gradient passes, forward passes) per image at most, AutoAttack's settings (100 steps,
 # 9 target classes, 5000 queries); the final classification counts as one forward pass.
+# APGD, FAB and Square first check which images the model gets right (one forward pass); FAB takes one forward
+# pass per step besides its gradient ("misclassified yet?").
 PASSES = {"clean": (0, 1), "targeted PGD-10 (paper)": (10, 1), "untargeted PGD-100": (100, 1),
-          "APGD-CE": (101, 1), "APGD-T": (9 * 101, 1), "Square": (0, 5001),
-          "APGD-CE + APGD-T + Square": (10 * 101, 5003)}
+          "APGD-CE": (101, 2), "APGD-T": (9 * 101, 11), "FAB-T": (9 * 100, 9 * 101 + 2), "Square": (0, 5003),
+          "AutoAttack (standard)": (101 + 9 * 101 + 9 * 100, 1 + 2 + 11 + 9 * 101 + 2 + 5003)}
 
 
 def cost_rows(project, images, reference="untargeted PGD-100"):

@@ -29,6 +29,17 @@ class AttackExecution:
     xla: bool = False
 
 
+def check_exact_decisions(attack, execution):
+    """Refuses a faster model (--attack-dtype, --attack-fold-bn) for attacks that decide on the logits (APGD, FAB,
+    Square): their verdicts must be the float32 model's, as in the authors' code."""
+    deciding = attack.deciding_stages()
+    if (execution.compute_dtype != "float32" or execution.fold_batch_norm) and deciding:
+        raise ValueError("--attack-dtype {} / --attack-fold-bn speed up PGD's steps only: {} decide(s) on the logits "
+                         "(which point to keep, when an image is broken), and those decisions are taken on the float32 "
+                         "model; drop these flags for this attack (--attack-xla is allowed)".format(
+                             execution.compute_dtype, ", ".join(deciding)))
+
+
 def xla_compile(fn, inputs):
     """`fn(*inputs)` as one XLA computation (a jit scope around a tf.while_loop would compile only the While op)."""
     if not gpu_available():
@@ -67,6 +78,7 @@ class AdversarialTraining(ModelDesc):
     """Trains on the attack's images (the clean ones with the clean attack)."""
 
     def __init__(self, spec, options, attack, recipe, learning_rate, execution=AttackExecution()):
+        check_exact_decisions(attack, execution)
         self.spec, self.options, self.attack, self.recipe = spec, options, attack, recipe
         self.execution, self.initial_learning_rate = execution, learning_rate
 

@@ -9,7 +9,7 @@ from nets import logits
 from nets.layout import gpu_available, layout_scope
 from nets.checkpoint import load_weights, read_weights
 
-from .graphs import AttackExecution, attack_outcome, attacked_classifier, evaluation_inputs
+from .graphs import AttackExecution, attack_outcome, attacked_classifier, check_exact_decisions, evaluation_inputs
 
 tf1 = tf.compat.v1
 
@@ -24,7 +24,9 @@ class Predictor:
         with self.graph.as_default():
             self.images, self.labels, self.indices = (tf1.placeholder(s.dtype, s.shape, s.name)
                                                       for s in evaluation_inputs(spec))
-            self.stages = (attack or build_attack("clean")).stages()
+            attack = attack or build_attack("clean")
+            check_exact_decisions(attack, execution)
+            self.stages = attack.stages()
             with layout_scope(options.layout):
                 self._build_attack(spec, options, execution)
                 self.logits = logits(tf.cast(self.images, tf.float32), spec, training=False, options=options.exact)

@@ -485,3 +485,232 @@ def autoattack_robust_accuracy(clean_correct, fooled_per_attack):
         robust &= ~np.asarray(fooled, dtype=bool)
         out.append(robust.mean())
     return out
+
+
+# ---------------------------------------------------------------------------
+# FAB-T (L-inf) on a linear model
+# ---------------------------------------------------------------------------
+#
+# [FAB] F. Croce, M. Hein, "Minimally distorted adversarial examples with a fast
+# adaptive boundary attack", ICML 2020 (arXiv:1907.02044). Sec. 2: the linearised
+# decision boundary and its box-constrained projection (Sec. 2.1, L-inf case), the
+# biased step towards the clean image (alpha, alpha_max), the extrapolation eta and the
+# backward step beta (Algorithm 1). The targeted variant (FAB-T) used by the standard
+# AutoAttack replaces "closest decision boundary" by the boundary between the label and
+# one target class; the bookkeeping below follows the authors' code
+# (auto-attack fab_base.py: attack_single_run with is_targeted=True and the targeted
+# branch of perturb; fab_projections.py: projection_linf). Differences from that code:
+# float64 instead of float32, the box is [clip_min, clip_max] instead of [0, 1], and the
+# projection is solved by sorting + cumulative sums instead of a bisection over the
+# sorted breakpoints (same minimiser, see fab_project_linf).
+
+FAB_NORM_FLOOR = 1e-8    # authors' clamp of ||d1||, ||d2|| on the [0, 1] scale; scaled by the box width
+
+
+def fab_project_linf(points, w, b, clip_min=0.0, clip_max=255.0):
+    """Minimal L-inf step onto the hyperplane {x : w.x = b} inside the box, per row.
+
+    points t [N, D], w [N, D], b [N] -> d [N, D] minimising ||d||_inf subject to
+    w.(t + d) = b and clip_min <= t + d <= clip_max ([FAB] Sec. 2.1; authors'
+    projection_linf with the box [0, 1] replaced by [clip_min, clip_max]). The points are
+    expected inside the box (a coordinate outside it gets p_i = 0 below, i.e. it stays).
+
+    Derivation. Let r = w.t - b, s = sign(r) (sign(0) := +1) and c = |r|. The step has to
+    lower s * w.x by c. Coordinate i helps by moving in direction u_i = -s * sign(w_i)
+    (u_i = 0 when w_i == 0, so those coordinates never move), by at most
+    p_i = (distance from t_i to the bound in direction u_i). If every coordinate moves
+    min(lam, p_i), which is the best a step of L-inf radius lam can do, s * w.x drops by
+
+        g(lam) = sum_i |w_i| min(lam, p_i),
+
+    piecewise linear, continuous and nondecreasing in lam, with breakpoints at the p_i and
+    maximum g_max = sum_i |w_i| p_i. So:
+
+    * c < g_max (reachable): with the p_i sorted ascending (q_0 <= q_1 <= ...) and the
+      matching weights |w| (v_0, v_1, ...), on [q_{k-1}, q_k] (q_{-1} = 0)
+          g(lam) = P_k + lam * S_k,  P_k = sum_{j<k} v_j q_j,  S_k = sum_{j>=k} v_j;
+      k is the first index with g(q_k) >= c, lam = (c - P_k) / S_k (S_k > 0 there), and
+      d_i = u_i * min(lam, p_i). ||d||_inf = lam is the optimum (any step of smaller
+      radius lowers s * w.x by at most g(radius) < c).
+    * c >= g_max (unreachable, or reachable only at the corner): d_i = u_i * p_i, the box
+      corner that moves w.x furthest towards b -- what the authors' code returns (their d
+      is initialised to that corner and only overwritten for reachable rows).
+    r == 0 gives d = 0.
+    """
+    t = np.asarray(points, dtype=np.float64)
+    w = np.asarray(w, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64).reshape(-1)
+    if t.ndim != 2 or w.shape != t.shape or b.shape[0] != t.shape[0]:
+        raise ValueError("need points [N, D], w [N, D], b [N]; got %r, %r, %r"
+                         % (t.shape, w.shape, b.shape))
+    r = np.einsum("nd,nd->n", w, t) - b
+    s = np.where(r >= 0, 1.0, -1.0)
+    c = np.abs(r)
+    u = -np.sign(w) * s[:, None]                       # helpful direction, 0 where w == 0
+    room = np.where(u > 0, clip_max - t, t - clip_min)
+    p = np.where(u != 0, np.maximum(room, 0.0), 0.0)   # how far each coordinate can help
+    v = np.abs(w)
+
+    order = np.argsort(p, axis=1, kind="stable")
+    q = np.take_along_axis(p, order, axis=1)
+    vq = np.take_along_axis(v, order, axis=1)
+    n, dim = q.shape
+    zeros = np.zeros((n, 1))
+    prefix = np.concatenate([zeros, np.cumsum(vq * q, axis=1)[:, :-1]], axis=1)   # P_k
+    suffix = np.cumsum(vq[:, ::-1], axis=1)[:, ::-1]                             # S_k
+    g_at_q = prefix + q * suffix                                                 # g(q_k)
+    g_max = g_at_q[:, -1]                                                        # = sum |w| p
+
+    reachable = c < g_max
+    k = np.argmax(g_at_q >= c[:, None], axis=1)        # first breakpoint with g >= c
+    rows = np.arange(n)
+    p_k, s_k = prefix[rows, k], suffix[rows, k]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lam = np.where(reachable, np.maximum(c - p_k, 0.0) / np.where(reachable, s_k, 1.0),
+                       np.inf)
+    return u * np.minimum(lam[:, None], p)
+
+
+def fab_targeted_linear(W, bias, x, y, targets, n_iter=100, alpha_max=0.1, eta=1.05, beta=0.9,
+                        clip_min=0.0, clip_max=255.0):
+    """ONE targeted FAB run (L-inf, no random start) on logits = flat(x) @ W + bias.
+
+    [FAB] Algorithm 1 as the authors' code runs it (fab_base.py attack_single_run,
+    is_targeted=True, use_rand_start=False). x: [N, H, W, C] or [N, D] clean images,
+    y: [N] labels, targets: [N] target classes (e.g. apgd_target_class(logits, k)).
+    Only images with argmax(logits(x)) == y are attacked; the others come back unchanged
+    with found=False. With x0 the clean image and x1 := x0, each of the n_iter iterations:
+
+      df = z_target(x1) - z_y(x1), dg = its gradient W[:, target] - W[:, y];
+      hyperplane w = dg, b = dg.x1 - df (for a linear model: the boundary z_target = z_y);
+      d1 = fab_project_linf(x1, w, b), d2 = fab_project_linf(x0, w, b);
+      a1 = max(||d1||_inf, floor), a2 = max(||d2||_inf, floor);
+      alpha = min(max(a1 / (a1 + a2), 0), alpha_max);
+      x1 = clip((x1 + eta d1)(1 - alpha) + (x0 + eta d2) alpha, clip_min, clip_max);
+      is_adv = argmax(logits(x1)) != y   (misclassified; reaching the target is NOT
+               required); for those, t = ||x1 - x0||_inf, and if t < best distance
+               (strictly) x1 becomes the adversarial example and t the best distance;
+               then x1 = x0 + beta (x1 - x0) for every is_adv image (improved or not).
+
+    floor: the authors clamp both norms at 1e-8 on their [0, 1] scale. Here
+    floor = FAB_NORM_FLOOR * (clip_max - clip_min), i.e. 255e-8 on the 0..255 scale, so
+    that the run on 255 * x is exactly 255 times the authors' run on x (every other step
+    is equivariant under scaling images and box together; alpha is a ratio). The floor
+    only acts when a norm is below 2.55e-6, i.e. x1 or x0 (numerically) on the
+    hyperplane: if both are, it turns 0/0 into alpha = 0.5 -> alpha_max; if only x1 is,
+    alpha is ~0 with or without it. Keeping the bare 1e-8 on the 0..255 scale would
+    break that equivalence for norms in [1e-8, 2.55e-6).
+    argmax ties go to the first index (torch.max leaves ties unspecified).
+
+    Returns a dict:
+      adv [N, ...]     the closest misclassified iterate found, clean x where none;
+      distance [N]     its L-inf distance to x, inf where none;
+      found [N] bool   some iterate was misclassified (only possible for attacked images);
+      attacked [N] bool  the image was correctly classified at the start;
+      trace [n_iter, N, ...]  x1 right after each step (before the beta back-step) -- the
+                       point that is classified; clean x for images not attacked.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    W = np.asarray(W, dtype=np.float64)
+    bias = np.asarray(bias, dtype=np.float64).reshape(-1)
+    y = np.asarray(y, dtype=np.int64).reshape(-1)
+    targets = np.asarray(targets, dtype=np.int64).reshape(-1)
+    n = len(x)
+    if len(y) != n or len(targets) != n:
+        raise ValueError("need one label and one target per image")
+    flat = x.reshape(n, -1)
+    if W.shape[0] != flat.shape[1] or bias.shape[0] != W.shape[1]:
+        raise ValueError("W must be [D, K] and bias [K]")
+    floor = FAB_NORM_FLOOR * (clip_max - clip_min)
+
+    adv = flat.copy()
+    distance = np.full(n, np.inf)
+    trace = np.repeat(flat[None], n_iter, axis=0)
+    attacked = np.argmax(flat @ W + bias, axis=1) == y
+    idx = np.flatnonzero(attacked)
+    if len(idx):
+        x0 = flat[idx]
+        yy, tt = y[idx], targets[idx]
+        dg = (W[:, tt] - W[:, yy]).T                   # [M, D], constant for a linear model
+        best = np.full(len(idx), np.inf)
+        x1 = x0.copy()
+        for it in range(n_iter):
+            z = x1 @ W + bias
+            rows = np.arange(len(idx))
+            df = z[rows, tt] - z[rows, yy]
+            hb = np.einsum("md,md->m", dg, x1) - df
+            d1 = fab_project_linf(x1, dg, hb, clip_min, clip_max)
+            d2 = fab_project_linf(x0, dg, hb, clip_min, clip_max)
+            a1 = np.maximum(np.abs(d1).max(axis=1), floor)[:, None]
+            a2 = np.maximum(np.abs(d2).max(axis=1), floor)[:, None]
+            alpha = np.minimum(np.maximum(a1 / (a1 + a2), 0.0), alpha_max)
+            x1 = np.clip((x1 + eta * d1) * (1.0 - alpha) + (x0 + eta * d2) * alpha,
+                         clip_min, clip_max)
+            trace[it, idx] = x1
+            is_adv = np.argmax(x1 @ W + bias, axis=1) != yy
+            if is_adv.any():
+                dist = np.abs(x1 - x0).max(axis=1)
+                better = is_adv & (dist < best)
+                best[better] = dist[better]
+                adv[idx[better]] = x1[better]
+                x1[is_adv] = x0[is_adv] + beta * (x1[is_adv] - x0[is_adv])
+        distance[idx] = best
+    found = np.isfinite(distance)
+    return {"adv": adv.reshape(x.shape), "distance": distance, "found": found,
+            "attacked": attacked, "trace": trace.reshape((n_iter,) + x.shape)}
+
+
+def fab_t_linear(W, bias, x, y, eps, target_classes=9, n_iter=100, alpha_max=0.1, eta=1.05,
+                 beta=0.9, clip_min=0.0, clip_max=255.0):
+    """FAB-T of the standard AutoAttack (L-inf, one run per target, no random start).
+
+    The targeted branch of the authors' FABAttack.perturb with n_restarts = 1: robust :=
+    (argmax(logits(x)) == y); for target rank k = 2 .. target_classes + 1 (the k-th
+    LARGEST clean logit, apgd_target_class) run fab_targeted_linear on the images still
+    robust. A run breaks an image iff its result is misclassified AND its L-inf distance
+    to x is <= eps (authors: acc_curr = max(correct, res > eps)); the image then leaves
+    the robust set and keeps that result as its adversarial example. A run's result with
+    distance > eps is discarded (the image is attacked again with the next target).
+    Needs target_classes <= K - 1 (the authors' code would fail to index otherwise).
+
+    Returns a dict:
+      adv [N, ...]      the breaking example, clean x for all other images;
+      robust [N] bool   correctly classified and not broken by any run;
+      distance [N]      ||adv - x||_inf for broken images, 0 for images misclassified
+                        at the start, inf for robust images;
+      clean_correct [N] bool;
+      broken_by [N]     the target rank k whose run broke the image, 0 otherwise.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    W = np.asarray(W, dtype=np.float64)
+    bias = np.asarray(bias, dtype=np.float64).reshape(-1)
+    y = np.asarray(y, dtype=np.int64).reshape(-1)
+    n = len(x)
+    if not 1 <= int(target_classes) <= W.shape[1] - 1:
+        raise ValueError("target_classes must be in 1..K-1 = 1..%d" % (W.shape[1] - 1))
+    flat = x.reshape(n, -1)
+    clean_logits = flat @ W + bias
+    clean_correct = np.argmax(clean_logits, axis=1) == y
+    robust = clean_correct.copy()
+    adv = flat.copy()
+    distance = np.where(clean_correct, np.inf, 0.0)
+    broken_by = np.zeros(n, dtype=np.int64)
+    for rank in range(2, int(target_classes) + 2):
+        idx = np.flatnonzero(robust)
+        if not len(idx):
+            break
+        targets = apgd_target_class(clean_logits[idx], rank)
+        run = fab_targeted_linear(W, bias, flat[idx], y[idx], targets, n_iter=n_iter,
+                                  alpha_max=alpha_max, eta=eta, beta=beta,
+                                  clip_min=clip_min, clip_max=clip_max)
+        adv_run = run["adv"]
+        still_correct = np.argmax(adv_run @ W + bias, axis=1) == y[idx]
+        res = np.abs(adv_run - flat[idx]).max(axis=1)
+        broken = ~(still_correct | (res > eps))
+        hit = idx[broken]
+        robust[hit] = False
+        adv[hit] = adv_run[broken]
+        distance[hit] = res[broken]
+        broken_by[hit] = rank
+    return {"adv": adv.reshape(x.shape), "robust": robust, "distance": distance,
+            "clean_correct": clean_correct, "broken_by": broken_by}

@@ -34,8 +34,8 @@ def evaluate_json(tmp_path, eval_data, trained_weights, *args, name="result", ra
 def test_the_composite_reports_each_stage_on_the_images_still_robust(tmp_path, eval_data, trained_weights):
     record, out = evaluate_json(tmp_path, eval_data, trained_weights, "--batch", 7, *SMALL_AUTOATTACK)
     stages = record["stages"]
-    assert [s["attack"] for s in stages] == ["clean", "APGD-CE-4", "APGD-T-4", "Square-30"]
-    assert record["attack"] == "APGD-CE + APGD-T + Square"
+    assert [s["attack"] for s in stages] == ["clean", "APGD-CE-4", "APGD-T-4", "FAB-T-4", "Square-30"]
+    assert record["attack"] == "AutoAttack (standard)"
     robust = [round(s["robust_accuracy"] * 20) for s in stages]
     assert robust == sorted(robust, reverse=True) and robust[0] > robust[-1]      # the attacks do something
     assert [s["images_attacked"] for s in stages] == [20] + robust[:-1]            # only the images still robust

@@ -46,6 +46,19 @@ def test_attack_settings_out_of_range_are_refused_with_the_range(capsys, flags, 
     assert code == 2 and message in err, err
 
 
+@pytest.mark.parametrize("attack", ["apgd-ce", "fab-t", "square", "autoattack"])
+@pytest.mark.parametrize("fast", [["--attack-dtype", "bfloat16"], ["--attack-fold-bn"]])
+def test_attacks_that_decide_on_the_logits_refuse_a_faster_model(capsys, attack, fast):
+    """APGD, FAB and Square decide on the logits (which point to keep, when an image is broken): on the float32 model
+    only, as in the authors' code; PGD's signed steps may run faster."""
+    code, err = run(capsys, "--eval", "--data", "/nonexistent", "--load", "w.npz", "--attack", attack, *fast)
+    assert code == 2 and "speed up PGD's steps only" in err and "decide(s) on the logits" in err, err
+    deciding = build_attack(attack).deciding_stages()
+    assert deciding and all(name in err for name in deciding) and not any(n.startswith("PGD") for n in deciding)
+    code, err = run(capsys, "--eval", "--data", "/nonexistent", "--load", "w.npz", "--attack", "pgd", *fast)
+    assert code == 2 and "speed up" not in err and "/nonexistent" in err
+
+
 @pytest.mark.parametrize("flags,message", [
     (["--epochs", "0"], "training recipe: epochs must be an integer >= 1, got 0 (--epochs)"),
     (["--epochs", "-1"], "training recipe: epochs must be an integer >= 1, got -1 (--epochs)"),

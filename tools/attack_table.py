@@ -3,7 +3,7 @@
     python -m tools.attack_table --data DIR --load W [--load W2 ...] [model flags] [--epsilon 32]
 
 For each model: clean error, the paper's targeted PGD-10, untargeted PGD-100, APGD-CE, APGD-T,
-Square and the composite (APGD-CE + APGD-T + Square), run by this project on the validation
+FAB-T, Square and the standard AutoAttack, run by this project on the validation
 images; beside them the adversarial-robustness-toolbox's (ART, a test-only dependency) attack
 of the same kind, with the same settings, on the same images and the same model (its graph
 wrapped with tf.compat.v1.wrap_function, the variables loaded by name). ART has no APGD-T;
@@ -24,8 +24,9 @@ ROWS = (("clean", "clean", {}),
         ("untargeted PGD-100", "pgd", dict(iterations=100, targeted=False)),
         ("APGD-CE", "apgd-ce", {}),
         ("APGD-T", "apgd-t", {}),
+        ("FAB-T", "fab-t", {}),
         ("Square", "square", {}),
-        ("APGD-CE + APGD-T + Square", "autoattack", {}))
+        ("AutoAttack (standard)", "autoattack", {}))
 
 
 def build_parser():

@@ -5,7 +5,8 @@
 Builds the demo data set (scikit-learn's handwritten digits in the ImageNet layout), trains
 the same small ResNet with denoising blocks twice, once on clean images and once with PGD
 adversarial training, evaluates both on clean images and under a targeted PGD attack, and
-prints a table (also written as JSON). Each step is a `main.py` command, printed before it runs.
+prints a table (also written as JSON): the paper's targeted PGD beside untargeted APGD-CE, the first attack
+of today's standard evaluation (AutoAttack). Each step is a `main.py` command, printed before it runs.
 """
 import argparse
 import json
@@ -61,21 +62,30 @@ def train(args, data, name, attack_iter):
     return logdir
 
 
-def evaluate(args, data, logdir, name, attack_iter):
-    result = os.path.join(args.out, "{}-eval-pgd{}.json".format(name, attack_iter))
-    run_main(["--eval", "--data", data, "--load", logdir, "--attack-iter", attack_iter,
-              "--attack-epsilon", args.epsilon, "--attack-seed", 0, "--batch", 120, "--workers", args.workers,
-              "--result-file", result] + DEMO_ARCH, os.path.join(args.out, "{}-eval-pgd{}.log".format(name, attack_iter)))
+def evaluate(args, data, logdir, name, attack_iter=None, attack=None):
+    """The --eval record of the paper's targeted PGD-`attack_iter` (0: clean images), or of the named `attack`."""
+    if attack:
+        chosen, key = ["--attack", attack], attack
+    else:
+        chosen, key = ["--attack-iter", attack_iter], "pgd{}".format(attack_iter)
+    result = os.path.join(args.out, "{}-eval-{}.json".format(name, key))
+    run_main(["--eval", "--data", data, "--load", logdir] + chosen +
+             ["--attack-epsilon", args.epsilon, "--attack-seed", 0, "--batch", 120, "--workers", args.workers,
+              "--result-file", result] + DEMO_ARCH, os.path.join(args.out, "{}-eval-{}.log".format(name, key)))
     with open(result) as f:
         return json.load(f)
 
 
 def table(rows, args):
-    header = "| training | clean error | PGD-{0} error | PGD-{0} attack success |".format(args.eval_attack_iter)
-    lines = [header, "|---|---|---|---|"]
+    """The paper's view (targeted PGD-K: error and the attacker's success) beside today's standard view (untargeted
+    APGD-CE, AutoAttack's first attack: error)."""
+    header = "| training | clean error | PGD-{0} error | PGD-{0} attack success | APGD-CE error |".format(
+        args.eval_attack_iter)
+    lines = [header, "|---|---|---|---|---|"]
     for row in rows:
-        lines.append("| {} | {:.1%} | {:.1%} | {:.1%} |".format(
-            row["training"], row["clean_top1_error"], row["pgd_top1_error"], row["pgd_attack_success_rate"]))
+        lines.append("| {} | {:.1%} | {:.1%} | {:.1%} | {:.1%} |".format(
+            row["training"], row["clean_top1_error"], row["pgd_top1_error"], row["pgd_attack_success_rate"],
+            row["apgd_ce_top1_error"]))
     return "\n".join(lines)
 
 
@@ -92,9 +102,11 @@ def main(argv=None):
         logdir = train(args, data, name, attack_iter)
         clean = evaluate(args, data, logdir, name, 0)
         attacked = evaluate(args, data, logdir, name, args.eval_attack_iter)
+        apgd = evaluate(args, data, logdir, name, attack="apgd-ce")
         rows.append(dict(training="{} (PGD-{})".format(name, attack_iter) if attack_iter else name,
                          checkpoint=logdir, clean_top1_error=clean["top1_error"],
                          pgd_top1_error=attacked["top1_error"], pgd_attack_success_rate=attacked["attack_success_rate"],
+                         apgd_ce_top1_error=apgd["top1_error"],
                          images=attacked["images"]))
     text = table(rows, args)
     record = dict(rows=rows, epsilon=args.epsilon, eval_attack_iter=args.eval_attack_iter,
@@ -102,8 +114,9 @@ def main(argv=None):
                   table=text)
     path = os.path.abspath(os.path.join(args.out, "demo_results.json"))
     write_json(record, path)
-    print("\nDemo results: {} validation digits, targeted PGD-{} with epsilon {:g}/255, {:.0f} s\n".format(
-        rows[0]["images"], args.eval_attack_iter, args.epsilon, time.time() - start))
+    print("\nDemo results: {} validation digits, targeted PGD-{} (the paper's attack) and untargeted APGD-CE-100 "
+          "(today's standard) with epsilon {:g}/255, {:.0f} s\n".format(
+              rows[0]["images"], args.eval_attack_iter, args.epsilon, time.time() - start))
     print(text)
     print("\nwritten to {}".format(path))
 
