@@ -59,7 +59,8 @@ class TensorFlowNetwork:
             self.vjp, = tf.gradients(self.logits, self.images, grad_ys=self.upstream)
             self.session = tf1.Session()
             self.session.run(tf1.global_variables_initializer())
-            load_weights(self.session, read_weights(weights), source=weights)
+            if weights is not None:         # None: the initial weights (a smoke test of the bridge)
+                load_weights(self.session, read_weights(weights), source=weights)
 
     def forward(self, images):
         return self.session.run(self.logits, {self.images: images})
