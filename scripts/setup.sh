@@ -16,8 +16,8 @@ fi
 PIP="$VENV/bin/pip"
 "$PIP" install --quiet --upgrade "pip>=24" wheel "setuptools<70" packaging
 
-echo "[setup] installing requirements.txt and requirements-test.txt"
-"$PIP" install --quiet -r requirements.txt -r requirements-test.txt
+echo "[setup] installing requirements.txt, requirements-test.txt and requirements-export.txt"
+"$PIP" install --quiet -r requirements.txt -r requirements-test.txt -r requirements-export.txt
 
 if "$VENV/bin/python" -c "import horovod.tensorflow" 2>/dev/null; then
     echo "[setup] horovod already installed"
