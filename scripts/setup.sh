@@ -25,7 +25,7 @@ else
     # No GPU here: build with Gloo (no MPI needed); horovodrun --gloo runs ranks on one machine.
     # On a GPU machine set HOROVOD_GPU_OPERATIONS=NCCL before running this script.
     echo "[setup] building horovod $HOROVOD_VERSION from source (about 6 minutes on 2 cores)"
-    "$PIP" install --quiet cmake
+    "$PIP" install --quiet "cmake>=3.13,<4"   # CMake 4 refuses Horovod 0.28.1's bundled Gloo
     HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 \
     HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1 \
     MAKEFLAGS="-j$(nproc)" \
