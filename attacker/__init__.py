@@ -1,6 +1,6 @@
 """Attacks: (images, labels, Classifier) -> adversarial images and outcomes. Nothing here knows which network it
 attacks. Importing the package registers every attack module below."""
-from . import apgd, autoattack, fab, pgd, square  # noqa: F401  (registration)
+from . import apgd, autoattack, fab, fgsm, pgd, square  # noqa: F401  (registration)
 from .base import (ATTACKS, Attack, AttackResult, Classifier, build_attack, canonical_attack, monitor_key, outcome,
                    parse_attack, register_attack, setting_names, targeted_result, untargeted_result)
 from .losses import LOSS_ALIASES, LOSSES

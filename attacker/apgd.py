@@ -17,10 +17,9 @@ import tensorflow as tf
 
 from ranges import setting
 
-from .base import (Attack, budget_setting, count_setting, epsilon_ball, image_indices, register_attack, seed_setting,
-                   untargeted_result)
+from .base import Attack, budget_setting, count_setting, epsilon_ball, register_attack, seed_setting
 from .losses import LOSSES
-from .protocol import on_still_robust, start_on_correct
+from .protocol import attack_in_turn, ranked_class, wrong_class_ranks
 from .randomness import base_seed, uniform_per_image
 
 MOMENTUM = 0.75
@@ -86,17 +85,14 @@ class APGD(Attack):
 
     def attack(self, image, label, classifier, index=None):
         seed = base_seed(self.seed)
-        staged = start_on_correct(image, label, image_indices(label, index), classifier)
-        for run, rank in enumerate(self.target_ranks(classifier.num_classes)):
-            staged = on_still_robust(lambda *batch, run=run, rank=rank: self._run(*batch, classifier, seed, run, rank),
-                                     staged)
-        return untargeted_result(staged.adversarial, label, classifier)
+        return attack_in_turn([lambda *batch, run=run, rank=rank: self._run(*batch, classifier, seed, run, rank)
+                               for run, rank in enumerate(self.target_ranks(classifier.num_classes))],
+                              image, label, index, classifier)
 
     def _run(self, image, label, index, classifier, seed, run, rank):
         """One APGD run: (kept image, whether no iterate was misclassified) per image."""
         lower, upper = epsilon_ball(image, self.epsilon)
-        target = None if rank is None else \
-            tf.argsort(classifier.logits(image), axis=1, direction="DESCENDING", stable=True)[:, rank]
+        target = None if rank is None else ranked_class(image, classifier, rank)
         marks = checkpoints(self.iterations)
         gaps = {w - 1: w - previous for previous, w in zip([0] + marks, marks)}
         since_last = [gaps.get(k, 0) for k in range(self.iterations)]     # at a checkpoint: iterations since the last
@@ -178,4 +174,4 @@ class APGDT(APGD):
         return "APGD-T-{}".format(self.iterations)
 
     def target_ranks(self, num_classes):
-        return [rank for rank in range(1, min(self.target_classes, num_classes - 1) + 1) for _ in range(self.restarts)]
+        return [rank for rank in wrong_class_ranks(self.target_classes, num_classes) for _ in range(self.restarts)]

@@ -14,8 +14,8 @@ import tensorflow as tf
 
 from ranges import setting
 
-from .base import Attack, budget_setting, count_setting, image_indices, register_attack, untargeted_result
-from .protocol import on_still_robust, start_on_correct
+from .base import Attack, budget_setting, count_setting, register_attack
+from .protocol import attack_in_turn, ranked_class, wrong_class_ranks
 
 SMALLEST_STEP = 255.0 * 1e-8        # the authors' floor on |d| (1e-8 on their 0..1 scale), against 0 / 0
 
@@ -67,15 +67,14 @@ class FABT(Attack):
         return "FAB-T-{}".format(self.iterations)
 
     def attack(self, image, label, classifier, index=None):
-        staged = start_on_correct(image, label, image_indices(label, index), classifier)
-        for rank in range(1, min(self.target_classes, classifier.num_classes - 1) + 1):
-            staged = on_still_robust(lambda x, y, _, rank=rank: self._run(x, y, classifier, rank), staged)
-        return untargeted_result(staged.adversarial, label, classifier)
+        return attack_in_turn([lambda x, y, _, rank=rank: self._run(x, y, classifier, rank)
+                               for rank in wrong_class_ranks(self.target_classes, classifier.num_classes)],
+                              image, label, index, classifier)
 
     def _run(self, image, label, classifier, rank):
         """One FAB run towards the rank-th most likely class: (kept image, still robust) per image; the kept image
         is the closest misclassified point when it lies within epsilon, else the clean image."""
-        target = tf.argsort(classifier.logits(image), axis=1, direction="DESCENDING", stable=True)[:, rank]
+        target = ranked_class(image, classifier, rank)
         count = tf.shape(image)[0]
 
         def step(k, x, closest, distance):

@@ -1,10 +1,13 @@
 """AutoAttack's protocol (Croce & Hein, ICML 2020, Sec. 5), written once: runs in a fixed
 order, each only on the images that every earlier run left correctly classified; an image
-counts as robust only if it survives them all. It serves the composite attack (its stages), APGD's restarts and
-APGD-T's target classes, and the evaluation report (engine/evaluate.py feeds one stage at a time through it)."""
+counts as robust only if it survives them all. It serves the composite attack (its stages), each attack run alone
+(APGD's restarts, APGD-T's and FAB-T's target classes, Square's one run: `attack_in_turn`) and the evaluation
+report (engine/evaluate.py feeds one stage at a time through it)."""
 from typing import NamedTuple
 
 import tensorflow as tf
+
+from .base import image_indices, untargeted_result
 
 
 class Staged(NamedTuple):
@@ -37,6 +40,26 @@ def on_still_robust(run, staged):
                             lambda: (image, tf.zeros_like(label, tf.bool)))
     return staged._replace(adversarial=tf.tensor_scatter_nd_update(staged.adversarial, todo[:, None], found),
                            robust=tf.tensor_scatter_nd_update(staged.robust, todo[:, None], robust))
+
+
+def attack_in_turn(runs, image, label, index, classifier):
+    """The AttackResult of `runs` in turn (each `run(image, label, index)` -> (image found, still robust)), each on
+    the images still robust, starting from those the exact model classifies correctly."""
+    staged = start_on_correct(image, label, image_indices(label, index), classifier)
+    for run in runs:
+        staged = on_still_robust(run, staged)
+    return untargeted_result(staged.adversarial, label, classifier)
+
+
+def wrong_class_ranks(target_classes, num_classes):
+    """The ranks of the target classes among the clean logits: 1 (the most likely wrong class of a correctly
+    classified image), 2, ..., at most `num_classes - 1`."""
+    return range(1, min(target_classes, num_classes - 1) + 1)
+
+
+def ranked_class(image, classifier, rank):
+    """Per image, the class with the rank-th largest logit of the exact model (0: the prediction)."""
+    return tf.argsort(classifier.logits(image), axis=1, direction="DESCENDING", stable=True)[:, rank]
 
 
 def stage_run(attack, classifier):

@@ -16,10 +16,9 @@ import tensorflow as tf
 
 from ranges import setting
 
-from .base import (Attack, budget_setting, count_setting, epsilon_ball, image_indices, register_attack, seed_setting,
-                   untargeted_result)
+from .base import Attack, budget_setting, count_setting, epsilon_ball, register_attack, seed_setting
 from .losses import margin
-from .protocol import on_still_robust, start_on_correct
+from .protocol import attack_in_turn
 from .randomness import base_seed, uniform_per_image
 
 HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
@@ -50,10 +49,8 @@ class Square(Attack):
         return self.p_init / tf.pow(2.0, halvings)
 
     def attack(self, image, label, classifier, index=None):
-        staged = start_on_correct(image, label, image_indices(label, index), classifier)
         seed = base_seed(self.seed)
-        staged = on_still_robust(lambda x, y, i: self._run(x, y, i, classifier, seed), staged)
-        return untargeted_result(staged.adversarial, label, classifier)
+        return attack_in_turn([lambda x, y, i: self._run(x, y, i, classifier, seed)], image, label, index, classifier)
 
     def _run(self, image, label, index, classifier, seed):
         """The start, then `queries` proposals, each on the images still robust: (kept image, still robust)."""

@@ -85,7 +85,36 @@ def test_apgd_on_a_linear_model_follows_the_reference_run(loss):
     assert np.mean(np.isclose(result.adversarial[kept], want["x_best"][kept], atol=1e-3)) > 0.95
 
 
-ATTACK_SETTINGS = {"pgd": dict(iterations=5), "apgd-ce": dict(iterations=10), "apgd-dlr": dict(iterations=10),
+@pytest.mark.parametrize("random_start", [True, False])
+def test_fgsm_rs_is_one_signed_step_from_a_uniform_start(random_start):
+    """Wong, Rice & Kolter, Algorithm 3, against NumPy on a linear softmax model: a start uniform in the epsilon ball
+    (the per-image draws of PGD's start), one step of 1.25 epsilon along the sign of the cross-entropy's gradient,
+    clipped to the ball and [0, 255]; without the random start, the step from the clean image."""
+    rng = np.random.RandomState(3)
+    w, b = rng.normal(0, 0.02, [48, 5]), rng.normal(0, 0.5, 5)
+    x = rng.uniform(0, 255, [40, 4, 4, 3]).astype(np.float32)
+    labels = np.argmax(x.reshape(40, -1) @ w + b, axis=1)
+    attack = build_attack("fgsm-rs", dict(epsilon=4.0, seed=5, random_start=random_start))
+    assert attack.label == ("FGSM-RS" if random_start else "FGSM")
+
+    def linear(t):
+        return tf.matmul(tf.reshape(tf.cast(t, tf.float64), [-1, 48]), w) + b
+    with tf.Graph().as_default():
+        index = tf.range(40, dtype=tf.int64)
+        noise = uniform_per_image(index, 5, 1, [4, 4, 3], -4.0, 4.0)
+        result = attack.attack(tf.constant(x), tf.constant(labels, tf.int32), Classifier(linear, 5), index)
+        noise, result = run([noise, result])
+    start = np.clip(x + noise, 0, 255) if random_start else x
+    logits = start.reshape(40, -1).astype(np.float64) @ w + b
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    grad = ((p - np.eye(5)[labels]) @ w.T).reshape(x.shape)           # d CE / d x
+    want = np.clip(start + 5.0 * np.sign(grad), np.maximum(x - 4.0, 0), np.minimum(x + 4.0, 255))
+    np.testing.assert_allclose(result.adversarial, want, atol=1e-3)
+    np.testing.assert_array_equal(result.success, np.argmax(want.reshape(40, -1) @ w + b, axis=1) != labels)
+
+
+ATTACK_SETTINGS = {"pgd": dict(iterations=5), "fgsm-rs": dict(), "apgd-ce": dict(iterations=10), "apgd-dlr": dict(iterations=10),
                    "apgd-t": dict(iterations=5, target_classes=2), "square": dict(queries=300, p_init=0.3),
                    "fab-t": dict(iterations=10, target_classes=2),
                    "autoattack": dict(iterations=5, target_classes=2, queries=40)}
