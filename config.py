@@ -4,6 +4,7 @@ docs/FACTS.md Sec. 5) and the defaults of the command-line tools.
 Flags override these fields; main.py, tools/ (the data server among them), bench/, the tests and the README
 read the same objects.
 """
+import dataclasses
 import os
 from dataclasses import dataclass
 from typing import Tuple
@@ -36,6 +37,12 @@ class Recipe:
                                                        ("pgd@100", 10, 5))
     # after the last epoch, besides the schedule: the robustness curve (every length 10..100)
     eval_final: Tuple[str, ...] = ("clean",) + tuple("pgd@{}".format(k) for k in range(10, 101, 10))
+    # Not in the paper: the catastrophic-overfitting guard (engine/guard.py; Wong et al., ICLR 2020). After each
+    # epoch of adversarial training, this attack (an attack text; "none": off) on a fixed subset of the training
+    # images; the run stops when its accuracy falls more than the margin below its best.
+    collapse_check: str = "pgd@10"
+    collapse_check_images: int = integer_setting(512, minimum=1)
+    collapse_margin: float = setting(0.2, minimum=0.0, maximum=1.0, exclusive_minimum=True)
 
     def __post_init__(self):
         check_settings(self, "training recipe")
@@ -61,6 +68,15 @@ class Recipe:
         if base <= self.warmup_start_lr or self.warmup_epochs == 0:
             return []
         return [(0, self.warmup_start_lr), (self.warmup_epochs * steps_per_epoch, base)]
+
+    def with_replays(self, replays):
+        """Free training's recipe (Shafahi et al., NeurIPS 2019, Sec. 4: "we divide the number of epochs by m"): each
+        batch is replayed `replays` times, so the epochs, the LR decay epochs and the warm-up are divided by it
+        (rounded up): as many backward passes as a clean run."""
+        def shorter(epochs):
+            return -(-epochs // replays)
+        return dataclasses.replace(self, epochs=shorter(self.epochs), warmup_epochs=shorter(self.warmup_epochs),
+                                   lr_decay_epochs=tuple(dict.fromkeys(shorter(e) for e in self.lr_decay_epochs)))
 
     def evals_at(self, epoch):
         """Attacks to evaluate after `epoch` (1-based), in order, each once."""

@@ -103,6 +103,16 @@ def attack_list(text):
         raise argparse.ArgumentTypeError("bad attack in '{}': {}".format(text, error.args[0]))
 
 
+def attack_or_none(text):
+    """One attack text in its canonical spelling, or "none"."""
+    if text.strip() == "none":
+        return "none"
+    try:
+        return canonical_attack(text)
+    except (ValueError, KeyError) as error:
+        raise argparse.ArgumentTypeError("bad attack '{}': {}".format(text, error.args[0]))
+
+
 class FieldFlags:
     """A group of flags, each setting one field of a dataclass; `dest` is prefix + field.
     With `defaults`, the flag's default is that object's field, else None (keep the object's)."""
@@ -188,6 +198,12 @@ RECIPE_FLAGS = FieldFlags("training recipe (Feature Denoising, Sec. 5)", {
     "--eval-schedule": dict(field="eval_schedule", type=schedule,
                             help="evaluations during training, ATTACK:EVERY_K_EPOCHS[:AND_IN_THE_LAST_N],... "
                                  "(ATTACK: NAME, NAME@ITERATIONS, or N for PGD-N, 0 for clean)"),
+    "--collapse-check": dict(field="collapse_check", type=attack_or_none,
+                             help="after each epoch, this attack on a fixed subset of the training images stops a "
+                                  "run whose accuracy under it collapses (engine/guard.py); none: off"),
+    "--collapse-check-images": dict(field="collapse_check_images", type=int, help="training images it checks"),
+    "--collapse-margin": dict(field="collapse_margin", type=float,
+                              help="stop when the check's accuracy falls this far (0..1) below its best"),
     "--eval-final": dict(field="eval_final", type=attack_list,
                          help="attacks evaluated after the last epoch besides the schedule, written as "
                               "robustness_curve.json"),
@@ -246,6 +262,16 @@ def build_options_from_args(args):
 
 def execution_from_args(args):
     return AttackExecution(**EXECUTION_FLAGS.values(args))
+
+
+def training_build_from_args(args):
+    """(build options, training attack execution) of --train: --train-dtype is the training pass's compute type and,
+    unless --attack-dtype names another, that of the training attack's steps (the fast path)."""
+    options = build_options_from_args(args).replace(compute_dtype=args.train_dtype)
+    execution = execution_from_args(args)
+    if execution.compute_dtype == "float32":
+        execution = dataclasses.replace(execution, compute_dtype=args.train_dtype)
+    return options, execution
 
 
 def _coerce(name, key, text):
@@ -310,6 +336,17 @@ def training_attack_from_args(args, recipe):
     return attack
 
 
+def free_training_from_args(args, recipe):
+    """--free-replays m: (the recipe with its epochs divided by m, what the run trains on); other training attacks
+    are refused with it."""
+    from engine.graphs import FreeTraining
+    if args.attack is not None or args.attack_iter is not None or args.attack_option:
+        raise ValueError("--free-replays trains on its own perturbation (an epsilon step per replay, carried over); "
+                         "drop --attack, --attack-iter and --attack-option (--attack-epsilon sets its budget)")
+    epsilon = args.attack_epsilon if args.attack_epsilon is not None else DEFAULTS.attack_epsilon
+    return recipe.with_replays(args.free_replays), FreeTraining(epsilon=epsilon, replays=args.free_replays)
+
+
 def schedule_attacks(recipe, args):
     """{attack text: attack} for the recipe's evaluations, with the flags' shared settings
     where an attack has them (always from noise, one restart, the exact float32 model)."""
@@ -319,6 +356,16 @@ def schedule_attacks(recipe, args):
         name, overrides = parse_attack(text)
         attacks[text] = build_attack(name, dict(settings, **overrides))
     return attacks
+
+
+def collapse_check_from_args(recipe, args, training_attack):
+    """The guard's attack (engine/guard.py) with the flags' shared settings and a fixed seed (the same starts every
+    epoch), or None: switched off, or clean training (nothing to collapse)."""
+    if recipe.collapse_check == "none" or training_attack.name == "clean":
+        return None
+    name, overrides = parse_attack(recipe.collapse_check)
+    settings = dict(ATTACK_FLAGS.values(args, given_only=True), restarts=1, **overrides)
+    return build_attack(name, dict({"seed": 0}, **settings))
 
 
 def recipe_from_args(args, batch_per_gpu):
@@ -399,6 +446,12 @@ def build_parser(description=None):
     training = parser.add_argument_group("training")
     training.add_argument("--logdir", help="log and checkpoint directory (default: named after the settings)")
     training.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --logdir")
+    training.add_argument("--train-dtype", choices=sorted(COMPUTE_DTYPES), default="float32",
+                          help="compute type of the training step (float32 variables and BN statistics; float16 with "
+                               "loss scaling); also the training attack's unless --attack-dtype; evaluations float32")
+    training.add_argument("--free-replays", type=at_least(1), metavar="M",
+                          help="free adversarial training (Shafahi et al. 2019): each batch M times, the "
+                               "perturbation carried over; the epochs divided by M")
     training.add_argument("--starting-epoch", type=at_least(1), help="epoch to start at when --load gives a checkpoint")
     training.add_argument("--max-unreadable-fraction", type=fraction, default=DEFAULTS.max_unreadable_fraction,
                           metavar="F", help="skip unreadable training images (each logged, counted in stats.json) up "

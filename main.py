@@ -19,8 +19,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 def run_train(args, parser):
     from engine.distributed import init_world
-    from flags import (build_options_from_args, execution_from_args, recipe_from_args, schedule_attacks,
-                              spec_from_args, training_attack_from_args)
+    from flags import (collapse_check_from_args, free_training_from_args, recipe_from_args, schedule_attacks,
+                       spec_from_args, training_attack_from_args, training_build_from_args)
     from engine.train import TrainJob, default_logdir, train
     if not args.data:
         parser.error("--train needs --data (the root holding train/ and val/; with --data-server it still "
@@ -28,11 +28,16 @@ def run_train(args, parser):
     world = init_world()
     spec = spec_from_args(args)
     recipe = recipe_from_args(args, args.batch)
-    attack = training_attack_from_args(args, recipe)
+    if args.free_replays:
+        recipe, attack = free_training_from_args(args, recipe)
+    else:
+        attack = training_attack_from_args(args, recipe)
     logdir = args.logdir or default_logdir(spec, args.arch, args.depth, recipe, attack,
                                            recipe.batch_per_gpu * world.size)
-    job = TrainJob(data=args.data, logdir=logdir, options=build_options_from_args(args), attack=attack,
-                   eval_attacks=schedule_attacks(recipe, args), execution=execution_from_args(args),
+    options, execution = training_build_from_args(args)
+    job = TrainJob(data=args.data, logdir=logdir, options=options, attack=attack,
+                   eval_attacks=schedule_attacks(recipe, args), execution=execution,
+                   collapse_check=collapse_check_from_args(recipe, args, attack),
                    workers=args.workers, load=args.load, ignore_mismatch=args.ignore_mismatch,
                    starting_epoch=args.starting_epoch, resume=args.resume, data_server=args.data_server,
                    hang_timeout=args.hang_timeout, max_unreadable_fraction=args.max_unreadable_fraction)

@@ -9,9 +9,11 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 from tensorpack import ModelDesc
+from tensorpack.tfutils.optimizer import ProxyOptimizer
 from tensorpack.tfutils.summary import add_moving_summary
 
-from attacker import Classifier
+from attacker import Attack, Classifier
+from attacker.base import budget_setting, count_setting
 from nets import BuildOptions, logits
 from nets.layout import gpu_available, layout_scope
 
@@ -75,7 +77,9 @@ def attack_outcome(spec, options, attack, images, labels, indices, execution=Att
 
 
 class AdversarialTraining(ModelDesc):
-    """Trains on the attack's images (the clean ones with the clean attack)."""
+    """Trains on the attack's images (the clean ones with the clean attack). The training pass computes in
+    `options.compute_dtype` (--train-dtype; variables and BN statistics stay float32); the attack's outcomes, and every
+    evaluation, use the float32 model (options.exact)."""
 
     def __init__(self, spec, options, attack, recipe, learning_rate, execution=AttackExecution()):
         check_exact_decisions(attack, execution)
@@ -86,11 +90,15 @@ class AdversarialTraining(ModelDesc):
         size = self.spec.image_size
         return [tf.TensorSpec([None, size, size, 3], tf.uint8, "input"), tf.TensorSpec([None], tf.int32, "label")]
 
+    def training_images(self, image, label):
+        """(the images the weights are trained on, the attack's targets)."""
+        classifier = attacked_classifier(self.spec, self.options, self.execution)
+        return self.attack.perturb(image, label, classifier)
+
     def build_graph(self, image, label):
         image = tf.cast(image, tf.float32)
         with layout_scope(self.options.layout):
-            classifier = attacked_classifier(self.spec, self.options, self.execution)
-            adversarial, target = self.attack.perturb(image, label, classifier)
+            adversarial, target = self.training_images(image, label)
             train_logits = logits(adversarial, self.spec, training=True, options=self.options)
         onehot = tf.one_hot(label, self.spec.num_classes)
         xentropy = tf1.losses.softmax_cross_entropy(onehot, train_logits, label_smoothing=self.recipe.label_smoothing,
@@ -108,7 +116,90 @@ class AdversarialTraining(ModelDesc):
         add_moving_summary(*summaries)
         return tf.add(xentropy, wd, name="cost")
 
-    def optimizer(self):
+    @property
+    def loss_scale(self):
+        """float16 training (--train-dtype float16): the loss is scaled before the backward pass, so that small
+        gradients do not underflow, and the gradients unscaled after it (a static scale)."""
+        return FP16_GRADIENT_SCALE if self.options.compute_dtype == "float16" else 1.0
+
+    def momentum_optimizer(self):
         lr = tf1.get_variable("learning_rate", initializer=float(self.initial_learning_rate), trainable=False)
         tf1.summary.scalar("learning_rate-summary", lr)
         return tf1.train.MomentumOptimizer(lr, self.recipe.momentum, use_nesterov=True)
+
+    def optimizer(self):
+        momentum = self.momentum_optimizer()
+        return ScaledLossOptimizer(momentum, self.loss_scale) if self.loss_scale != 1.0 else momentum
+
+
+class ScaledLossOptimizer(ProxyOptimizer):
+    """Gradients of `scale` x the loss, divided by `scale` (AdversarialTraining.loss_scale)."""
+
+    def __init__(self, opt, scale):
+        super().__init__(opt)
+        self.scale = scale
+
+    def compute_gradients(self, loss, var_list=None, **kwargs):
+        grads = self._opt.compute_gradients(loss * self.scale, var_list, **kwargs)
+        return [(None if g is None else g / self.scale, v) for g, v in grads]
+
+
+@dataclass(frozen=True)
+class FreeTraining(Attack):
+    """What `--free-replays m` trains on, as the training attack's name and label (not registered: its perturbation
+    lives in the training graph, FreeAdversarialTraining)."""
+    name = "free"
+    epsilon: float = budget_setting()
+    replays: int = count_setting(4)
+
+    @property
+    def label(self):
+        return "Free-{}".format(self.replays)
+
+
+class FreeAdversarialTraining(AdversarialTraining):
+    """Free adversarial training (Shafahi et al., "Adversarial training for free!", NeurIPS 2019, Algorithm 1): each
+    minibatch is replayed m times (the training stream repeats it); the perturbation delta, a variable of this rank,
+    is carried over from replay to replay and from minibatch to minibatch; the one backward pass of each step gives
+    both the weights' gradient and the input's, and delta <- clip(delta + epsilon sign(grad_x), -epsilon, epsilon)
+    (their step: epsilon). The weights train on clip(x + delta, 0, 255)."""
+
+    def __init__(self, spec, options, free, recipe, learning_rate):
+        super().__init__(spec, options, free, recipe, learning_rate)
+        self.perturbed = None
+
+    def training_images(self, image, label):
+        size = self.spec.image_size
+        delta = tf1.get_variable("free_delta", [self.recipe.batch_per_gpu, size, size, 3], tf.float32,
+                                 initializer=tf1.zeros_initializer(), trainable=False)
+        self.delta = delta
+        self.perturbed = tf.clip_by_value(image + delta[:tf.shape(image)[0]], 0.0, 255.0)
+        return self.perturbed, label
+
+    def optimizer(self):
+        return FreeStepOptimizer(self.momentum_optimizer(), self)
+
+
+class FreeStepOptimizer(ProxyOptimizer):
+    """The weights' optimizer, whose one gradient computation also yields the gradient at the perturbed images, and
+    whose update also moves the perturbation (FreeAdversarialTraining)."""
+
+    def __init__(self, opt, model):
+        super().__init__(opt)
+        self.model = model
+
+    def compute_gradients(self, loss, var_list=None, **kwargs):
+        var_list = list(var_list if var_list is not None else tf1.trainable_variables())
+        scale = self.model.loss_scale
+        grads = tf1.gradients(loss * scale, var_list + [self.model.perturbed],
+                              colocate_gradients_with_ops=kwargs.get("colocate_gradients_with_ops", False),
+                              aggregation_method=kwargs.get("aggregation_method"))
+        self.input_gradient = grads[-1]             # only its sign is used: the scale changes nothing
+        return [(None if g is None else g / scale, v) for g, v in zip(grads[:-1], var_list)]
+
+    def apply_gradients(self, grads_and_vars, global_step=None, name=None):
+        epsilon, delta = self.model.attack.epsilon, self.model.delta
+        count = tf.shape(self.input_gradient)[0]
+        moved = tf.clip_by_value(delta[:count] + epsilon * tf.sign(self.input_gradient), -epsilon, epsilon)
+        update = tf1.assign(delta, tf.concat([moved, delta[count:]], axis=0))
+        return tf.group(self._opt.apply_gradients(grads_and_vars, global_step, name=None), update, name=name)

@@ -17,7 +17,7 @@ from typing import Dict, Optional
 import tensorflow as tf
 from tensorpack import TrainConfig, launch_train_with_config, logger
 from tensorpack.callbacks import EstimatedTimeLeft, ScheduledHyperParamSetter
-from tensorpack.dataflow import ProxyDataFlow
+from tensorpack.dataflow import ProxyDataFlow, RepeatedDataPoint
 from tensorpack.input_source import QueueInput
 from tensorpack.tfutils.sessinit import SessionInit
 from tensorpack.train import HorovodTrainer, SimpleTrainer
@@ -31,7 +31,8 @@ from nets.checkpoint import load_weights, read_weights
 
 from . import tensorpack_compat
 from .callbacks import CountUnreadable, evaluation_callbacks
-from .graphs import AdversarialTraining, AttackExecution
+from .graphs import AdversarialTraining, AttackExecution, FreeAdversarialTraining, FreeTraining
+from .guard import CollapseGuard, guard_images, guard_runner
 from .lock import LogdirLock
 from .resume import check_run_shape, resume_point
 from .saving import SaveFailed, SaveStatus, save_monitors
@@ -49,6 +50,7 @@ class TrainJob:
     options: BuildOptions = BuildOptions()
     eval_attacks: Dict[str, Attack] = field(default_factory=dict)     # {schedule entry: attack}
     execution: AttackExecution = AttackExecution()  # the training attack's fast path
+    collapse_check: Optional[Attack] = None         # the guard's attack (engine/guard.py), None: no guard
     workers: int = 2
     load: Optional[str] = None
     ignore_mismatch: bool = False
@@ -142,6 +144,13 @@ def training_stream(job, recipe, spec, world, classes):
     return CheckBatches(flow, spec.image_size, spec.num_classes, source), steps, unreadable
 
 
+def replayed(stream, steps, attack):
+    """Free training (FreeAdversarialTraining): each batch `replays` times in a row, an epoch that many steps longer."""
+    if not isinstance(attack, FreeTraining):
+        return stream, steps
+    return RepeatedDataPoint(stream, attack.replays), steps * attack.replays
+
+
 def train(spec, recipe, job, world, dataflow=None, extra_callbacks=()):
     """Run or continue a training run; returns the log folder. `dataflow` overrides job.data / job.data_server."""
     tensorpack_compat.install()
@@ -149,6 +158,7 @@ def train(spec, recipe, job, world, dataflow=None, extra_callbacks=()):
     stream, steps, unreadable = (dataflow, len(dataflow), None) if dataflow is not None else \
         training_stream(job, recipe, spec, world, classes)
     steps = world.agree(steps, "steps per epoch")
+    stream, steps = replayed(stream, steps, job.attack)
     stream = RecordFailure(stream)
     shape = dict(batch_per_gpu=recipe.batch_per_gpu, ranks=world.size, total_batch=recipe.batch_per_gpu * world.size,
                  steps_per_epoch=steps)
@@ -180,7 +190,9 @@ def launch_training(spec, recipe, job, world, stream, steps, classes, load, star
     """Tensorpack's training loop from `starting_epoch`, `load` loaded first; returns the trainer."""
     total_batch = recipe.batch_per_gpu * world.size
     lr_schedule = recipe.lr_schedule(total_batch)
-    model = AdversarialTraining(spec, job.options, job.attack, recipe, lr_schedule[0][1], job.execution)
+    model = FreeAdversarialTraining(spec, job.options, job.attack, recipe, lr_schedule[0][1]) \
+        if isinstance(job.attack, FreeTraining) else \
+        AdversarialTraining(spec, job.options, job.attack, recipe, lr_schedule[0][1], job.execution)
     callbacks = [ScheduledHyperParamSetter("learning_rate", lr_schedule), EstimatedTimeLeft(),
                  HangWatchdog(job.hang_timeout)] + list(extra_callbacks)
     warmup = recipe.warmup_schedule(total_batch, steps)
@@ -196,13 +208,20 @@ def launch_training(spec, recipe, job, world, stream, steps, classes, load, star
                                                       num_shards=world.size, classes=classes),
             logdir=job.logdir if world.is_chief else None, model=dict(logdir=job.logdir, spec=spec.__dict__))
     monitors = save_monitors(status, job.logdir, job.max_checkpoints, world)
+    if job.collapse_check is not None:
+        results = {}
+        callbacks.append(guard_runner(spec, job.options, job.collapse_check,
+                                      job.data, guard_images(job.data, recipe.collapse_check_images, 0, classes),
+                                      recipe.batch_per_gpu, job.workers, world, results, classes))
+        monitors.append(CollapseGuard(job.collapse_check, results, recipe.collapse_margin, job.logdir, world))
     config = TrainConfig(
         model=model, data=QueueInput(stream), callbacks=callbacks, monitors=monitors, steps_per_epoch=steps,
         max_epoch=recipe.epochs, starting_epoch=starting_epoch,
         session_init=StrictInit(load, job.ignore_mismatch) if load else None)
     trainer = HorovodTrainer(average=True) if world.distributed else SimpleTrainer()
-    log.info("training %s: total batch %d on %d rank(s), %d steps per epoch, epochs %d..%d, attack %s",
-             job.logdir, total_batch, world.size, steps, starting_epoch, recipe.epochs, job.attack.label)
+    log.info("training %s: total batch %d on %d rank(s), %d steps per epoch, epochs %d..%d, attack %s, in %s",
+             job.logdir, total_batch, world.size, steps, starting_epoch, recipe.epochs, job.attack.label,
+             job.options.compute_dtype)
     launch_train_with_config(config, trainer)
     return trainer
 

@@ -13,9 +13,10 @@ from files import atomic_write
 
 tf1 = tf.compat.v1
 
-# Saved by training but not part of the model: the step counter, the learning rate and the optimizer's slots. They are
+# Saved by training but not part of the model: the step counter, the learning rate, the optimizer's slots and free
+# training's perturbation (engine/graphs.FreeAdversarialTraining). They are
 # skipped silently when loading a model.
-TRAINING_STATE = re.compile(r"^(global_step|learning_rate)$|/Momentum$")
+TRAINING_STATE = re.compile(r"^(global_step|learning_rate|free_delta)$|/Momentum$")
 SHOW_NAMES = 5
 
 

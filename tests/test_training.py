@@ -140,6 +140,18 @@ def test_attack_flags_reach_the_attack_and_the_execution():
     assert execution_from_args(args) == AttackExecution("bfloat16", True, True)
 
 
+def test_fgsm_rs_trains_as_the_paper_wrote_it_not_as_pgd(capsys):
+    """--train --attack fgsm-rs is Wong et al.'s attack: one step of 1.25 epsilon from a random start; the recipe's
+    PGD-30 length and 20% clean starts are PGD's, not offered to it; --attack-iter is refused with its settings."""
+    from attacker.fgsm import FGSMRS
+    from flags import recipe_from_args, training_attack_from_args
+    args = flags.build_parser().parse_args(["--train", "--attack", "fgsm-rs", "--attack-epsilon", "8"])
+    attack = training_attack_from_args(args, recipe_from_args(args, 32))
+    assert attack == FGSMRS(epsilon=8.0) and attack.as_pgd().step == 10.0
+    code = main.main(["--train", "--data", "/tmp", "--attack", "fgsm-rs", "--attack-iter", "3"])
+    assert code == 2 and "attack 'fgsm-rs' has no setting 'iterations'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("flags,message", [
     (["--attack-option", "queries=3"], "attack 'pgd' has no setting 'queries'; its settings are: iterations"),
     (["--attack-option", "restarts=two"], "restarts=two: expected an integer"),

@@ -50,14 +50,20 @@ def run_main(args, log_path):
             sys.exit("demo step failed (exit {}); the end of {}:\n{}".format(done.returncode, log_path, log.read()[-3000:]))
 
 
-def train(args, data, name, attack_iter):
+# The catastrophic-overfitting guard on 128 training digits (PGD-10 on 512 would cost as much as a PGD-3 epoch here)
+DEMO_GUARD = ["--collapse-check-images", 128]
+
+
+def train(args, data, name, method):
+    """Train the demo network with `method` (main.py flags: --attack-iter 3, --attack fgsm-rs, --free-replays 4, ...)
+    into OUT/runs/NAME, continuing an unfinished run there."""
     logdir = os.path.join(args.out, "runs", name)
     resume = ["--resume"] if os.path.isdir(logdir) else []
     last_epoch = (args.epochs * 3) // 4
     run_main(["--train", "--data", data, "--logdir", logdir, "--epochs", args.epochs, "--batch", args.batch,
-              "--workers", args.workers, "--attack-iter", attack_iter, "--attack-epsilon", args.epsilon,
+              "--workers", args.workers, *method, "--attack-epsilon", args.epsilon,
               "--lr-per-256", 0.4, "--lr-decay-epochs", "{},{}".format(last_epoch - 2, last_epoch + 1),
-              "--eval-schedule", "0:4", "--eval-final", "clean"] + DEMO_ARCH + DEMO_AUGMENTATION + resume,
+              "--eval-schedule", "0:4", "--eval-final", "clean"] + DEMO_ARCH + DEMO_AUGMENTATION + DEMO_GUARD + resume,
              os.path.join(args.out, name + "-train.log"))
     return logdir
 
@@ -65,11 +71,11 @@ def train(args, data, name, attack_iter):
 APGD_IMAGES = 120      # APGD-CE-100 on a fixed subset of the validation digits: about a minute per model
 
 
-def evaluate(args, data, logdir, name, attack_iter=None, attack=None):
+def evaluate(args, data, logdir, name, attack_iter=None, attack=None, images=APGD_IMAGES):
     """The --eval record of the paper's targeted PGD-`attack_iter` (0: clean images) on every validation digit, or of
-    the named `attack` on a fixed subset of APGD_IMAGES of them."""
+    the named `attack` on a fixed subset of `images` of them."""
     if attack:
-        chosen, key = ["--attack", attack, "--eval-images", APGD_IMAGES], attack
+        chosen, key = ["--attack", attack, "--eval-images", images], attack
     else:
         chosen, key = ["--attack-iter", attack_iter], "pgd{}".format(attack_iter)
     result = os.path.join(args.out, "{}-eval-{}.json".format(name, key))
@@ -103,7 +109,7 @@ def main(argv=None):
     for name, attack_iter in (("clean", 0), ("adversarial", args.train_attack_iter)):
         print("\n== training '{}' ({}) ==".format(name, "PGD-{}".format(attack_iter) if attack_iter else "clean images"),
               flush=True)
-        logdir = train(args, data, name, attack_iter)
+        logdir = train(args, data, name, ["--attack-iter", attack_iter])
         clean = evaluate(args, data, logdir, name, 0)
         attacked = evaluate(args, data, logdir, name, args.eval_attack_iter)
         apgd = evaluate(args, data, logdir, name, attack="apgd-ce")
