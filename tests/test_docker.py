@@ -28,6 +28,7 @@ def engine_answers():
 
 
 @pytest.mark.full
+@pytest.mark.timeout(TIMEOUT + 600)
 def test_cpu_image_builds_and_runs_like_the_host(tmp_path):
     reason = engine_answers()
     if reason:
