@@ -359,13 +359,13 @@ def schedule_attacks(recipe, args):
 
 
 def collapse_check_from_args(recipe, args, training_attack):
-    """The guard's attack (engine/guard.py) with the flags' shared settings and a fixed seed (the same starts every
-    epoch), or None: switched off, or clean training (nothing to collapse)."""
+    """The guard's attack (engine/guard.py): untargeted (as Wong et al. check), a fixed seed (the same starts every
+    epoch), the flags' shared settings over those; or None: switched off, or clean training (nothing to collapse)."""
     if recipe.collapse_check == "none" or training_attack.name == "clean":
         return None
     name, overrides = parse_attack(recipe.collapse_check)
     settings = dict(ATTACK_FLAGS.values(args, given_only=True), restarts=1, **overrides)
-    return build_attack(name, dict({"seed": 0}, **settings))
+    return build_attack(name, dict({"seed": 0, "targeted": False}, **settings))
 
 
 def recipe_from_args(args, batch_per_gpu):

@@ -82,6 +82,19 @@ def test_a_training_run_records_the_guards_accuracy_every_epoch(tmp_path, data):
     assert "attack FGSM-RS" in out and "collapse guard: PGD-10 accuracy" in out
 
 
+def test_the_guard_attack_is_untargeted_pgd10_with_a_fixed_seed_and_off_for_clean_training():
+    import flags
+    from attacker import PGD
+
+    def guard_of(*argv):
+        args = flags.build_parser().parse_args(["--train"] + list(argv))
+        recipe = flags.recipe_from_args(args, 8)
+        return flags.collapse_check_from_args(recipe, args, flags.training_attack_from_args(args, recipe))
+    assert guard_of() == PGD(iterations=10, seed=0, targeted=False) and guard_of().label == "PGD-10"
+    assert guard_of("--attack-epsilon", "4", "--collapse-check", "apgd-ce@20").epsilon == 4.0
+    assert guard_of("--attack-iter", "0") is None and guard_of("--collapse-check", "none") is None
+
+
 @pytest.mark.parametrize("flags,message", [
     (["--collapse-check", "nonsense"], "--collapse-check: bad attack 'nonsense'"),
     (["--collapse-margin", "0"], "collapse_margin must be"),
