@@ -33,14 +33,16 @@ def model_spec(arch, depth, image_size):
 BLOCKED = {"softmax_block_bytes": 16 << 20}     # "blocked": the fast formulation with 56x56 Gaussians blocked
 
 
-def build_train_step(arch, depth, batch, iterations, formulation="fast", image_size=224, seed=0):
-    """(graph, train fetches, init op) of one training step."""
+def build_train_step(arch, depth, batch, iterations, formulation="fast", image_size=224, seed=0,
+                     compute_dtype="float32"):
+    """(graph, train fetches, init op) of one training step; `compute_dtype` as main.py --train-dtype sets it (the
+    training pass and the attack's steps)."""
     import numpy as np
     import tensorflow as tf
     from tensorpack.tfutils.tower import TowerContext
     from attacker import build_attack
     from config import PUBLISHED
-    from engine.graphs import AdversarialTraining
+    from engine.graphs import AdversarialTraining, AttackExecution
     from nets import BuildOptions
     tf1 = tf.compat.v1
     spec = model_spec(arch, depth, image_size)
@@ -54,8 +56,10 @@ def build_train_step(arch, depth, batch, iterations, formulation="fast", image_s
                                   .astype(np.int32), trainable=False)
         attack = build_attack("pgd", dict(iterations=iterations)) if iterations else build_attack("clean")
         settings = BLOCKED if formulation == "blocked" else {}
-        options = BuildOptions(formulation="fast" if formulation == "blocked" else formulation, **settings)
-        model = AdversarialTraining(spec, options, attack, PUBLISHED, learning_rate=0.01)
+        options = BuildOptions(formulation="fast" if formulation == "blocked" else formulation,
+                               compute_dtype=compute_dtype, **settings)
+        model = AdversarialTraining(spec, options, attack, PUBLISHED, learning_rate=0.01,
+                                    execution=AttackExecution(compute_dtype=compute_dtype))
         with TowerContext("", is_training=True):
             cost = model.build_graph(tf.identity(images), tf.identity(labels))
         train_op = model.optimizer().minimize(cost)

@@ -22,6 +22,8 @@ from .distributed import World
 
 tf1 = tf.compat.v1
 WRITE_ERRORS = (OSError, tf.errors.OpError)
+# TF's event writer reports a failed write of its thread as a RuntimeError ("PATH; No space left on device").
+EVENT_WRITE_ERRORS = WRITE_ERRORS + (RuntimeError,)
 
 
 class SaveFailed(RuntimeError):
@@ -32,9 +34,9 @@ def reason(error):
     """The operating system's words for a failed write: "No space left on device (errno 28)"."""
     if isinstance(error, OSError) and error.strerror:
         return "{} (errno {})".format(error.strerror, error.errno)
-    if isinstance(error, tf.errors.OpError):        # TF puts the cause after the file name: "PATH; No space ..."
-        causes = [m.group(1) for m in (re.search(r"; ([^;]+)$", line.strip()) for line in error.message.splitlines())
-                  if m]
+    if isinstance(error, (tf.errors.OpError, RuntimeError)):   # TF puts the cause after the file name: "PATH; No ..."
+        message = error.message if isinstance(error, tf.errors.OpError) else str(error)
+        causes = [m.group(1) for m in (re.search(r"; ([^;]+)$", line.strip()) for line in message.splitlines()) if m]
         return "{} ({})".format(causes[0], type(error).__name__) if causes else type(error).__name__
     return str(error) or type(error).__name__
 
@@ -45,16 +47,17 @@ class SaveStatus:
     def __init__(self, logdir, last_checkpoint=None):
         self.logdir, self.last_checkpoint, self.failure = logdir, last_checkpoint, None
 
-    def attempt(self, what, path, write, clean_up=None):
-        """Run `write()`; on a write error record it (the first), run `clean_up()`, return False. Skipped after one."""
+    def attempt(self, what, path, write, clean_up=None, errors=WRITE_ERRORS):
+        """Run `write()`; on a write error (`errors`) record it (the first), run `clean_up()`, return False. Skipped
+        after one."""
         if self.failure is not None:
             return False
         try:
             write()
             return True
-        except WRITE_ERRORS as error:
+        except errors as error:
             if clean_up is not None:
-                with contextlib.suppress(*WRITE_ERRORS):
+                with contextlib.suppress(*errors):
                     clean_up()
             self.failure = "could not write {} {}: {}".format(what, path, reason(error))
             return False
@@ -83,16 +86,17 @@ class SafeEventWriter(TFEventWriter):
             files = glob.glob(os.path.join(self._logdir, "events.out.tfevents.*"))
             return max(files, key=os.path.getmtime) if files else None
 
+    def attempt(self, write):
+        return self.status.attempt("the TensorBoard events in", self._logdir, write, self.cut_back, EVENT_WRITE_ERRORS)
+
     def process_summary(self, summary):
-        self.status.attempt("the TensorBoard events in", self._logdir, lambda: super(SafeEventWriter, self)
-                            .process_summary(summary), self.cut_back)
+        self.attempt(lambda: super(SafeEventWriter, self).process_summary(summary))
 
     def process_event(self, evt):
-        self.status.attempt("the TensorBoard events in", self._logdir, lambda: super(SafeEventWriter, self)
-                            .process_event(evt), self.cut_back)
+        self.attempt(lambda: super(SafeEventWriter, self).process_event(evt))
 
     def _trigger(self):
-        if self.status.attempt("the TensorBoard events in", self._logdir, self._writer.flush, self.cut_back):
+        if self.attempt(self._writer.flush):
             path = self.event_file()
             self.good_size = os.path.getsize(path) if path and os.path.exists(path) else 0
 
@@ -105,9 +109,9 @@ class SafeEventWriter(TFEventWriter):
         if self.status.failure is None:
             super()._after_train()
         else:       # the writer's thread has failed: closing it would raise the same error again
-            with contextlib.suppress(*WRITE_ERRORS):
+            with contextlib.suppress(*EVENT_WRITE_ERRORS):
                 super()._after_train()
-            with contextlib.suppress(*WRITE_ERRORS):
+            with contextlib.suppress(*EVENT_WRITE_ERRORS):
                 self.cut_back()
 
 

@@ -64,6 +64,24 @@ def test_the_event_file_is_cut_back_to_its_last_good_flush(tmp_path):
         writer._after_train()                         # closing after a failure raises nothing
 
 
+def test_a_failed_flush_of_the_event_writers_thread_is_a_failed_save(tmp_path):
+    """TF's event writer raises a RuntimeError ("PATH; No space left on device") for what its thread failed to write:
+    recorded like any failed write, not raised as it is (a run once ended with that raw message)."""
+    status = SaveStatus(str(tmp_path))
+    writer = SafeEventWriter(status, logdir=str(tmp_path))
+    with tf.Graph().as_default():
+        writer._setup_graph()
+
+        def failed_thread():
+            raise RuntimeError("{}/events.out.tfevents.1; No space left on device\n\tFailed to flush 9 events to "
+                               "{}/events.out.tfevents.1".format(tmp_path, tmp_path))
+        writer._writer.flush = failed_thread
+        writer._trigger()
+        assert status.failure == "could not write the TensorBoard events in {}: No space left on device " \
+                                 "(RuntimeError)".format(tmp_path)
+        writer._after_train()
+
+
 def test_a_robustness_curve_that_cannot_be_written_is_a_failed_save(tmp_path):
     from attacker import build_attack
     from attacker.metrics import Counts

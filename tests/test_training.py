@@ -17,8 +17,8 @@ from tests.cli import ARCH, main_py, run_main
 
 def train_args(data, logdir, epochs, *extra):
     return ["--train", "--data", data, "--logdir", logdir, "--epochs", epochs, "--batch", 8, "--workers", 1,
-            "--attack-iter", 1, "--lr-decay-epochs", 2, "--eval-schedule", "0:1,1:2", "--eval-final", "0,1"] + ARCH + \
-        list(extra)
+            "--attack-iter", 1, "--lr-decay-epochs", 2, "--eval-schedule", "0:1,1:2", "--eval-final", "0,1",
+            "--collapse-margin", 1.0] + ARCH + list(extra)      # the guard runs and records, and never stops it
 
 
 def stats(logdir):
@@ -43,6 +43,7 @@ def test_train_checkpoint_resume_and_evaluate(tmp_path, data):
     assert code == 0, (out + err)[-3000:]
     assert "at epoch 3" in out and os.path.exists(os.path.join(logdir, "model-15.index"))
     assert [r["epoch_num"] for r in stats(logdir)] == [1, 2, 3]
+    assert [r["epoch_num"] for r in stats(logdir) if "guard-pgd10/accuracy" in r] == [1, 2, 3]   # resumed too
 
     code, out, err = run_main(*train_args(data, logdir, 3, "--resume"))          # finished: nothing to do
     assert code == 0 and "has finished all 3 epochs already" in out, (out + err)[-3000:]

@@ -50,8 +50,8 @@ def run_main(args, log_path):
             sys.exit("demo step failed (exit {}); the end of {}:\n{}".format(done.returncode, log_path, log.read()[-3000:]))
 
 
-# The catastrophic-overfitting guard on 128 training digits (PGD-10 on 512 would cost as much as a PGD-3 epoch here)
-DEMO_GUARD = ["--collapse-check-images", 128]
+# The catastrophic-overfitting guard on 64 training digits (PGD-10 on 512 would cost more than a PGD-3 epoch here)
+DEMO_GUARD = ["--collapse-check-images", 64]
 
 
 def train(args, data, name, method):
