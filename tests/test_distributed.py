@@ -22,8 +22,8 @@ pytestmark = [pytest.mark.horovod, pytest.mark.full, pytest.mark.skipif(
     importlib.util.find_spec("horovod") is None or not os.path.exists(HOROVODRUN),
     reason="horovod is not installed (bash scripts/setup.sh builds it)")]
 # The collapse guard runs on the ranks (its counts summed, its best from rank 0) but never stops these tiny runs.
-QUICK = ["--workers", 0, "--attack-iter", 1, "--eval-schedule", "0:1", "--eval-final", "0", "--collapse-margin", 1.0] + \
-    ARCH
+QUICK = ["--workers", 0, "--attack-iter", 1, "--eval-schedule", "0:1", "--eval-final", "0",
+         "--collapse-margin", 1.0] + ARCH
 
 
 @pytest.fixture(scope="module")
