@@ -1,6 +1,7 @@
 """Fast adversarial training and its failure caught: FGSM-RS as a training attack, free training (one backward pass
 for the weights and the perturbation, each batch replayed), the catastrophic-overfitting guard (engine/guard.py)
 deciding on a sequence of accuracies, remembering a resumed run's best, and stopping a real run."""
+import importlib.util
 import json
 import os
 from types import SimpleNamespace
@@ -18,7 +19,7 @@ from engine.graphs import FreeAdversarialTraining, FreeTraining
 from engine.guard import CollapseGuard, TrainingCollapsed, best_recorded, guard_images
 from nets import BuildOptions
 from nets.checkpoint import read_weights
-from tests.cli import ARCH, arch_spec, run_main
+from tests.cli import ARCH, HOROVODRUN, arch_spec, main_py, run_main
 
 tf1 = tf.compat.v1
 
@@ -208,3 +209,25 @@ def test_a_bfloat16_run_trains_and_is_evaluated_in_float32(tmp_path, data):
     assert "attack PGD-1, in bfloat16" in out
     code, out, err = run_main("--eval", "--data", data, "--load", logdir, "--attack-iter", 0, "--workers", 0, *ARCH)
     assert code == 0, (out + err)[-3000:]
+
+
+@pytest.mark.full
+@pytest.mark.horovod
+@pytest.mark.skipif(importlib.util.find_spec("horovod") is None or not os.path.exists(HOROVODRUN),
+                    reason="horovod is not installed (bash scripts/setup.sh builds it)")
+def test_free_training_and_the_guard_on_two_ranks_take_one_process_steps(tmp_path, data):
+    """--free-replays 2 on 2 Horovod ranks of 4 images: every rank replays in step, 10 steps as one process of 8
+    images takes; each rank's perturbation is its own batch's; the guard counts over both ranks (margin 1: never
+    stops)."""
+    common = ["--train", "--data", data, "--epochs", 2, "--workers", 0, "--free-replays", 2, "--attack-epsilon", 8,
+              "--eval-schedule", "0:1", "--eval-final", "0", "--collapse-margin", 1.0, "--collapse-check-images", 24,
+              *ARCH]
+    code, out = main_py(*common, "--logdir", tmp_path / "two", "--batch", 4, ranks=2, timeout=600)
+    assert code == 0, out[-3000:]
+    assert "10 steps per epoch, epochs 1..1, attack Free-2" in out
+    two = read_weights(str(tmp_path / "two" / "model-10"))
+    assert two["free_delta"].shape == (4, 16, 16, 3) and 0 < np.abs(two["free_delta"]).max() <= 8.0
+    with open(tmp_path / "two" / "stats.json") as f:
+        assert [r["epoch_num"] for r in json.load(f) if "guard-pgd10/accuracy" in r] == [1]
+    code, out, err = run_main(*common, "--logdir", tmp_path / "one", "--batch", 8)
+    assert code == 0 and int(read_weights(str(tmp_path / "one" / "model-10"))["global_step"]) == 10
