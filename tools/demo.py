@@ -50,8 +50,9 @@ def run_main(args, log_path):
             sys.exit("demo step failed (exit {}); the end of {}:\n{}".format(done.returncode, log_path, log.read()[-3000:]))
 
 
-# The catastrophic-overfitting guard on 64 training digits (PGD-10 on 512 would cost more than a PGD-3 epoch here)
-DEMO_GUARD = ["--collapse-check-images", 64]
+# The catastrophic-overfitting guard on 64 training digits (PGD-10 on 512 would cost more than a PGD-3 epoch here),
+# its margin wider for so few: a fresh demo run went 46.9% -> 28.1% between epochs 4 and 5 before rising to 86%
+DEMO_GUARD = ["--collapse-check-images", 64, "--collapse-margin", 0.3]
 
 
 def train(args, data, name, method):
