@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import time
+import traceback
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -167,14 +168,40 @@ def main(argv=None):
     return 0
 
 
+def exit_now(code):
+    """Leave with `code` once the work is done: logs flushed, Horovod shut down, but no interpreter teardown. The
+    finalizer of Tensorpack's multiprocess dataflow was seen to block it forever (ZMQ's Context.term, after
+    "Training has finished!"), which held a test, and would hold a scheduler, until killed."""
+    logging.shutdown()
+    hvd = sys.modules.get("horovod.tensorflow")
+    if hvd is not None:
+        try:
+            if hvd.is_initialized():
+                hvd.shutdown()
+        except Exception as error:          # the exit code stands; say why the shutdown failed
+            print("warning: Horovod shutdown: {}".format(error), file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def run_as_program():
-    """main() as a process: no child process (image decoding) outlives it, whatever happened."""
+    """main() as a process: no child process (image decoding) outlives it, and it ends, whatever happened."""
     from engine.watchdog import end_child_processes
     try:
         code = main()
-    finally:
-        end_child_processes()
-    sys.exit(code)
+    except SystemExit as done:              # argparse's refusals (their message printed), an explicit exit
+        if isinstance(done.code, str):
+            print(done.code, file=sys.stderr)
+        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    except KeyboardInterrupt:
+        traceback.print_exc()
+        code = 130
+    except BaseException:                   # an unexpected error: its traceback, a non-zero exit
+        traceback.print_exc()
+        code = 1
+    end_child_processes()
+    exit_now(code)
 
 
 if __name__ == "__main__":
