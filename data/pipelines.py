@@ -114,6 +114,14 @@ def build_eval_dataflow(root, batch_size, image_size=224, workers=None, shard_in
     return ds
 
 
+def read_problem(path):
+    """None if the image at `path` decodes, else "PATH (why not)"."""
+    try:
+        read_bgr(path)
+    except (OSError, ValueError) as error:
+        return "{} ({})".format(path, error)
+
+
 def check_readable(root, split="val", classes=None, shard_index=0, num_shards=1, workers=None, progress=False):
     """Decode each image of shard `shard_index` of ROOT/split once; a DataError names the unreadable ones. Training
     calls it first when it will evaluate, so a corrupt validation image fails the job in seconds, not an epoch later."""
@@ -121,14 +129,8 @@ def check_readable(root, split="val", classes=None, shard_index=0, num_shards=1,
 
     from tqdm import tqdm
     items = imagenet.shard(imagenet.list_images(root, split, classes), shard_index, num_shards)
-
-    def problem(path):
-        try:
-            read_bgr(path)
-        except (OSError, ValueError) as error:
-            return "{} ({})".format(path, error)
     with ThreadPool(max(1, DEFAULTS.workers() if workers is None else workers)) as pool:
-        found = [p for p in tqdm(pool.imap(problem, [path for path, _ in items], chunksize=16), total=len(items),
+        found = [p for p in tqdm(pool.imap(read_problem, [path for path, _ in items], chunksize=16), total=len(items),
                                  desc="checking " + split, unit="image", disable=not progress) if p]
     if found:
         raise DataError("{} unreadable {} image{}: {}; evaluation needs every image: fix or replace them".format(

@@ -14,7 +14,7 @@ from tensorpack.utils import logger
 
 from attacker import monitor_key
 from data import build_eval_dataflow, evaluation_subset, list_images
-from data.decode import read_bgr
+from data.pipelines import read_problem
 
 from .callbacks import CountOutcomes, ShardInferenceRunner, attack_tower
 
@@ -42,15 +42,7 @@ def guard_images(data, count, seed, classes=None):
     unreadable ones left out (training skips those, up to --max-unreadable-fraction)."""
     items = list_images(data, "train", classes)
     chosen = evaluation_subset(items, os.path.join(data, "train"), count=min(count, len(items)), seed=seed)
-    return [k for k in chosen if readable(items[k][0])]
-
-
-def readable(path):
-    try:
-        read_bgr(path)
-        return True
-    except (OSError, ValueError):
-        return False
+    return [k for k in chosen if read_problem(items[k][0]) is None]
 
 
 def best_recorded(logdir, key, before_epoch):
