@@ -15,7 +15,7 @@ import sys
 import time
 import traceback
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import tf_environment  # noqa: F401,E402  (before TensorFlow)
 
 
 def run_train(args, parser):

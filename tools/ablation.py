@@ -27,7 +27,7 @@ import time
 
 from tqdm import tqdm
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import tf_environment  # noqa: F401,E402  (before TensorFlow)
 
 BASELINE = "none"           # no denoising block at all
 TINY = dict(epochs=1, image_size=8, train_attack_iter=1, eval_attack_iter=2, batch=64)

@@ -11,13 +11,12 @@ its untargeted APGD with the DLR loss stands beside it. The targeted PGD-10 colu
 the targets this project drew. Prints a Markdown table and writes it as JSON with --out.
 """
 import argparse
-import os
 import sys
 import time
 
 import numpy as np
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import tf_environment  # noqa: F401,E402  (before TensorFlow)
 
 ROWS = (("clean", "clean", {}),
         ("targeted PGD-10 (paper)", "pgd", dict(iterations=10)),

@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import tf_environment  # noqa: F401,E402  (before TensorFlow)
 
 STAGES = ("clean", "APGD-CE", "APGD-T", "FAB-T", "Square")
 

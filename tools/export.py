@@ -15,7 +15,7 @@ import os
 import shutil
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import tf_environment  # noqa: F401,E402  (before TensorFlow)
 
 FORMATS = ("savedmodel", "onnx")
 INPUTS = ("uint8", "float")

@@ -21,7 +21,7 @@ import sys
 
 import numpy as np
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import tf_environment  # noqa: F401,E402  (before TensorFlow)
 
 PANEL_INCHES = 2.0
 DPI = 100
