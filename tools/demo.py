@@ -11,6 +11,7 @@ of today's standard evaluation (AutoAttack). Each step is a `main.py` command, p
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -39,15 +40,27 @@ def build_parser():
     return parser
 
 
-def run_main(args, log_path):
-    """Run `python main.py ARGS`, its output in log_path; exits with its log's end on failure."""
+STEP_TIMEOUT = 3 * 3600     # seconds; a step's command far beyond any demo step's time is stopped, not waited for
+
+
+def run_main(args, log_path, timeout=STEP_TIMEOUT):
+    """Run `python main.py ARGS`, its output in log_path, and say how long it took; exits with its log's end on
+    failure, and after `timeout` seconds stops it (and its children) and exits."""
     command = [sys.executable, os.path.join(ROOT, "main.py")] + [str(a) for a in args]
     print("$ " + " ".join(command[1:]), flush=True)
+    started = time.time()
     with open(log_path, "w") as log:
-        done = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    if done.returncode != 0:
+        process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            code = process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            sys.exit("demo step stopped after {:.0f} s (its limit); its log: {}".format(timeout, log_path))
+    if code != 0:
         with open(log_path) as log:
-            sys.exit("demo step failed (exit {}); the end of {}:\n{}".format(done.returncode, log_path, log.read()[-3000:]))
+            sys.exit("demo step failed (exit {}); the end of {}:\n{}".format(code, log_path, log.read()[-3000:]))
+    print("  done in {:.0f} s".format(time.time() - started), flush=True)
 
 
 # The catastrophic-overfitting guard on 64 training digits (PGD-10 on 512 would cost more than a PGD-3 epoch here),
@@ -72,19 +85,21 @@ def train(args, data, name, method):
 APGD_IMAGES = 120      # APGD-CE-100 on a fixed subset of the validation digits: about a minute per model
 
 
-def evaluate(args, data, logdir, name, attack_iter=None, attack=None, images=APGD_IMAGES):
-    """The --eval record of the paper's targeted PGD-`attack_iter` (0: clean images) on every validation digit, or of
-    the named `attack` on a fixed subset of `images` of them."""
+def evaluate(args, data, logdir, name, attack_iters=(), attack=None, images=APGD_IMAGES):
+    """The --eval records (one per attack) of the paper's targeted PGD at each of `attack_iters` (0: clean images; one
+    command, one pass each) on every validation digit, or of the named `attack` on a fixed subset of `images` of
+    them."""
     if attack:
         chosen, key = ["--attack", attack, "--eval-images", images], attack
     else:
-        chosen, key = ["--attack-iter", attack_iter], "pgd{}".format(attack_iter)
+        chosen, key = ["--attack-iter", ",".join(map(str, attack_iters))], "pgd" + "-".join(map(str, attack_iters))
     result = os.path.join(args.out, "{}-eval-{}.json".format(name, key))
     run_main(["--eval", "--data", data, "--load", logdir] + chosen +
              ["--attack-epsilon", args.epsilon, "--attack-seed", 0, "--batch", 120, "--workers", args.workers,
               "--result-file", result] + DEMO_ARCH, os.path.join(args.out, "{}-eval-{}.log".format(name, key)))
     with open(result) as f:
-        return json.load(f)
+        record = json.load(f)
+    return record.get("points", [record])
 
 
 def table(rows, args):
@@ -111,9 +126,8 @@ def main(argv=None):
         print("\n== training '{}' ({}) ==".format(name, "PGD-{}".format(attack_iter) if attack_iter else "clean images"),
               flush=True)
         logdir = train(args, data, name, ["--attack-iter", attack_iter])
-        clean = evaluate(args, data, logdir, name, 0)
-        attacked = evaluate(args, data, logdir, name, args.eval_attack_iter)
-        apgd = evaluate(args, data, logdir, name, attack="apgd-ce")
+        clean, attacked = evaluate(args, data, logdir, name, (0, args.eval_attack_iter))
+        apgd, = evaluate(args, data, logdir, name, attack="apgd-ce")
         rows.append(dict(training="{} (PGD-{})".format(name, attack_iter) if attack_iter else name,
                          checkpoint=logdir, clean_top1_error=clean["top1_error"],
                          pgd_top1_error=attacked["top1_error"], pgd_attack_success_rate=attacked["attack_success_rate"],

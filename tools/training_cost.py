@@ -67,8 +67,8 @@ def measure(args, data, name, method, flags, dtype, passes):
     logdir = train(args, data, name, flags)
     wall = time.time() - started
     seconds, steps = training_time(logdir)
-    clean = evaluate(args, data, logdir, name, 0)
-    robust = evaluate(args, data, logdir, name, attack="autoattack", images=args.images)
+    clean, = evaluate(args, data, logdir, name, (0,))
+    robust, = evaluate(args, data, logdir, name, attack="autoattack", images=args.images)
     return dict(name=name, method=method, train_dtype=dtype, seconds=round(seconds, 1), wall_seconds=round(wall, 1),
                 steps=steps, backward_passes=steps * passes, clean_error=clean["top1_error"],
                 robust_error=robust["top1_error"], robust_attack=robust["attack"], robust_images=robust["images"],
