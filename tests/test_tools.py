@@ -2,6 +2,7 @@
 grids and the ablation runner, on tiny shapes."""
 import json
 import os
+import time
 
 import cv2
 import numpy as np
@@ -226,3 +227,15 @@ def test_tiny_ablation_runs_end_to_end(tmp_path, capsys):
 
     code, _, err = run(ablation.main, ["--out", out, "--tiny", "--ops", "none", "--epsilon", 16], capsys)
     assert code == 2 and "was trained with other settings" in err
+
+
+def test_a_demo_step_past_its_time_limit_is_stopped_and_a_failed_one_shows_its_log(tmp_path):
+    """tools.demo.run_main: a step's main.py is killed at its limit (never waited for forever), nothing of it left
+    running, and a failing step exits with its log's end."""
+    from tools import demo
+    started = time.time()
+    with pytest.raises(SystemExit, match="stopped after 1 s"):
+        demo.run_main(["--train", "--data", str(tmp_path)], str(tmp_path / "slow.log"), timeout=1)
+    assert time.time() - started < 30 and not demo.RUNNING
+    with pytest.raises(SystemExit, match=r"(?s)demo step failed \(exit 2\).*--arch"):
+        demo.run_main(["--eval", "--arch", "NoSuchNet"], str(tmp_path / "bad.log"))

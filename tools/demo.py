@@ -9,6 +9,7 @@ prints a table (also written as JSON): the paper's targeted PGD beside untargete
 of today's standard evaluation (AutoAttack). Each step is a `main.py` command, printed before it runs.
 """
 import argparse
+import concurrent.futures
 import json
 import os
 import signal
@@ -41,26 +42,38 @@ def build_parser():
 
 
 STEP_TIMEOUT = 3 * 3600     # seconds; a step's command far beyond any demo step's time is stopped, not waited for
+RUNNING = set()             # the steps' processes now running (each its own process group)
 
 
-def run_main(args, log_path, timeout=STEP_TIMEOUT):
-    """Run `python main.py ARGS`, its output in log_path, and say how long it took; exits with its log's end on
-    failure, and after `timeout` seconds stops it (and its children) and exits."""
+def stop_running():
+    """Kill every running step with its children (a failed or interrupted demo leaves nothing behind)."""
+    for process in list(RUNNING):
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def run_main(args, log_path, timeout=STEP_TIMEOUT, tag=""):
+    """Run `python main.py ARGS`, its output in log_path, and say how long it took (lines prefixed with `tag`); exits
+    with its log's end on failure, and after `timeout` seconds stops it (and its children) and exits."""
     command = [sys.executable, os.path.join(ROOT, "main.py")] + [str(a) for a in args]
-    print("$ " + " ".join(command[1:]), flush=True)
+    print("{}$ {}".format(tag, " ".join(command[1:])), flush=True)
     started = time.time()
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        RUNNING.add(process)
         try:
             code = process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+            stop_running()
             sys.exit("demo step stopped after {:.0f} s (its limit); its log: {}".format(timeout, log_path))
+        finally:
+            RUNNING.discard(process)
     if code != 0:
         with open(log_path) as log:
             sys.exit("demo step failed (exit {}); the end of {}:\n{}".format(code, log_path, log.read()[-3000:]))
-    print("  done in {:.0f} s".format(time.time() - started), flush=True)
+    print("{}  done in {:.0f} s".format(tag, time.time() - started), flush=True)
 
 
 # The catastrophic-overfitting guard on 64 training digits (PGD-10 on 512 would cost more than a PGD-3 epoch here),
@@ -78,7 +91,7 @@ def train(args, data, name, method):
               "--workers", args.workers, *method, "--attack-epsilon", args.epsilon,
               "--lr-per-256", 0.4, "--lr-decay-epochs", "{},{}".format(last_epoch - 2, last_epoch + 1),
               "--eval-schedule", "0:4", "--eval-final", "clean"] + DEMO_ARCH + DEMO_AUGMENTATION + DEMO_GUARD + resume,
-             os.path.join(args.out, name + "-train.log"))
+             os.path.join(args.out, name + "-train.log"), tag="[{}] ".format(name))
     return logdir
 
 
@@ -96,7 +109,8 @@ def evaluate(args, data, logdir, name, attack_iters=(), attack=None, images=APGD
     result = os.path.join(args.out, "{}-eval-{}.json".format(name, key))
     run_main(["--eval", "--data", data, "--load", logdir] + chosen +
              ["--attack-epsilon", args.epsilon, "--attack-seed", 0, "--batch", 120, "--workers", args.workers,
-              "--result-file", result] + DEMO_ARCH, os.path.join(args.out, "{}-eval-{}.log".format(name, key)))
+              "--result-file", result] + DEMO_ARCH, os.path.join(args.out, "{}-eval-{}.log".format(name, key)),
+             tag="[{}] ".format(name))
     with open(result) as f:
         record = json.load(f)
     return record.get("points", [record])
@@ -115,24 +129,35 @@ def table(rows, args):
     return "\n".join(lines)
 
 
+def train_and_evaluate(args, data, name, attack_iter):
+    """One model of the table: trained (PGD-`attack_iter`, 0: clean images), then evaluated."""
+    logdir = train(args, data, name, ["--attack-iter", attack_iter])
+    clean, attacked = evaluate(args, data, logdir, name, (0, args.eval_attack_iter))
+    apgd, = evaluate(args, data, logdir, name, attack="apgd-ce")
+    return dict(training="{} (PGD-{})".format(name, attack_iter) if attack_iter else name, checkpoint=logdir,
+                clean_top1_error=clean["top1_error"], pgd_top1_error=attacked["top1_error"],
+                pgd_attack_success_rate=attacked["attack_success_rate"], apgd_ce_top1_error=apgd["top1_error"],
+                images=attacked["images"])
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     start = time.time()
     os.makedirs(args.out, exist_ok=True)
     data = os.path.join(args.out, "data")
     write_digits_demo(data)
-    rows = []
-    for name, attack_iter in (("clean", 0), ("adversarial", args.train_attack_iter)):
-        print("\n== training '{}' ({}) ==".format(name, "PGD-{}".format(attack_iter) if attack_iter else "clean images"),
-              flush=True)
-        logdir = train(args, data, name, ["--attack-iter", attack_iter])
-        clean, attacked = evaluate(args, data, logdir, name, (0, args.eval_attack_iter))
-        apgd, = evaluate(args, data, logdir, name, attack="apgd-ce")
-        rows.append(dict(training="{} (PGD-{})".format(name, attack_iter) if attack_iter else name,
-                         checkpoint=logdir, clean_top1_error=clean["top1_error"],
-                         pgd_top1_error=attacked["top1_error"], pgd_attack_success_rate=attacked["attack_success_rate"],
-                         apgd_ce_top1_error=apgd["top1_error"],
-                         images=attacked["images"]))
+    models = (("clean", 0), ("adversarial", args.train_attack_iter))
+    print("\n== training and evaluating the two models side by side: {} ==".format(", ".join(
+        "'{}' ({})".format(name, "PGD-{}".format(k) if k else "clean images") for name, k in models)), flush=True)
+    # Side by side: one process keeps about 1.6 of the 2 cores busy (start-ups, Python, the data pipeline)
+    with concurrent.futures.ThreadPoolExecutor(len(models)) as pool:
+        futures = [pool.submit(train_and_evaluate, args, data, name, k) for name, k in models]
+        try:
+            concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_EXCEPTION)
+            rows = [future.result() for future in futures]
+        except BaseException:                   # a failed step, or Ctrl-C: the other model's step is stopped too
+            stop_running()
+            raise
     text = table(rows, args)
     record = dict(rows=rows, epsilon=args.epsilon, eval_attack_iter=args.eval_attack_iter,
                   train_attack_iter=args.train_attack_iter, epochs=args.epochs, seconds=round(time.time() - start),
