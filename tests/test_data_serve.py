@@ -161,6 +161,22 @@ def test_demo_rerun_is_a_no_op(demo_dir):
     assert os.stat(manifest).st_mtime_ns == before
 
 
+def test_two_writers_of_one_demo_folder_leave_one_complete_set(tmp_path):
+    """Two demos started on one --out at once: each writes in a folder of its own, the first to finish wins, the
+    other keeps it; no file of either is lost (a shared temporary folder once lost 260 training digits)."""
+    import concurrent.futures
+    from data.imagenet import list_images
+    out = str(tmp_path / "digits")
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: write_digits_demo(out, size=12, progress=False), range(2)))
+    assert sorted(written for _, written in results) == [False, True]
+    counts = results[0][0]
+    assert (len(list_images(out, "train")), len(list_images(out, "val"))) == (counts["train"], counts["val"])
+    assert sorted(os.listdir(str(tmp_path))) == ["digits"]                # no temporary folder left
+    assert write_digits_demo(out, size=12, progress=False) == (counts, False)
+    assert oct(os.stat(out).st_mode & 0o777) == oct(0o755)
+
+
 def test_demo_refuses_other_settings_and_foreign_folders(demo_dir, tmp_path):
     out, _ = demo_dir
     with pytest.raises(DataError, match="other settings"):

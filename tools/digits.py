@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 
 import cv2
 import numpy as np
@@ -100,8 +101,8 @@ def write_split(top, images, labels, indices, size, progress):
 def write_digits_demo(out_dir, size=32, val_fraction=0.2, seed=0, progress=True):
     """Write the demo set to `out_dir` unless it is already there; returns (counts, written).
 
-    The files go to a sibling temporary folder that is renamed to `out_dir` at the end,
-    so `out_dir` is never left half-written by this function.
+    The files go to a sibling temporary folder of this call's own that is renamed to `out_dir` at the end,
+    so `out_dir` is never left half-written by this function, even with another writer at work on it.
     """
     from sklearn.datasets import load_digits
     if size < 8:
@@ -113,17 +114,26 @@ def write_digits_demo(out_dir, size=32, val_fraction=0.2, seed=0, progress=True)
             return json.load(f)["counts"], False
     digits = load_digits()
     train, val = split_indices(digits.target, val_fraction, seed)
-    partial = os.path.join(os.path.dirname(out_dir), "." + os.path.basename(out_dir) + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)          # our own leftover from an interrupted run
-    for split, indices in (("train", train), ("val", val)):
-        write_split(os.path.join(partial, split), digits.images, digits.target, indices, size, progress)
-    counts = {"train": len(train), "val": len(val)}
-    with open(os.path.join(partial, MANIFEST), "w") as f:
-        json.dump({"settings": settings, "counts": counts,
-                   "classes": [class_name(k) for k in range(10)]}, f, indent=1)
-    if os.path.isdir(out_dir):
-        os.rmdir(out_dir)                                  # empty (checked above)
-    os.replace(partial, out_dir)
+    # A folder of our own: two writers at once (two demos on one --out) must not delete or mix each other's files
+    partial = tempfile.mkdtemp(prefix="." + os.path.basename(out_dir) + ".partial-", dir=os.path.dirname(out_dir))
+    os.chmod(partial, 0o755)                               # mkdtemp's 0700 would stay on the data folder
+    try:
+        for split, indices in (("train", train), ("val", val)):
+            write_split(os.path.join(partial, split), digits.images, digits.target, indices, size, progress)
+        counts = {"train": len(train), "val": len(val)}
+        with open(os.path.join(partial, MANIFEST), "w") as f:
+            json.dump({"settings": settings, "counts": counts,
+                       "classes": [class_name(k) for k in range(10)]}, f, indent=1)
+        if os.path.isdir(out_dir) and not os.listdir(out_dir):
+            os.rmdir(out_dir)                              # empty (checked above)
+        try:
+            os.replace(partial, out_dir)
+        except OSError:                                    # another writer finished first: keep its complete set
+            if not check_existing(out_dir, settings):
+                raise
+            return counts, False
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
     return counts, True
 
 
