@@ -19,7 +19,9 @@ class FGSMRS(Attack):
     image without `random_start`), projected onto the ball and [0, 255]; epsilon on the 0..255 scale."""
     fast_steps = True               # a signed step decides nothing; the outcome uses the exact model
     epsilon: float = budget_setting()
-    step_ratio: float = setting(1.25, minimum=1.0, maximum=4.0)     # alpha / epsilon (at least 1: crosses the ball)
+    # alpha / epsilon: at least 1 (a step across the ball); from 2 on, every coordinate with a non-zero gradient ends
+    # on the ball's face, epsilon * sign(gradient at the start): the start then only moves where the gradient is taken
+    step_ratio: float = setting(1.25, minimum=1.0, maximum=4.0)
     random_start: bool = True
     seed: Optional[int] = seed_setting()
 

@@ -26,8 +26,10 @@ def evaluate(predictor, dataflow, sum_across_ranks=None, show_progress=True, des
     except NotImplementedError:
         total = None
     with tqdm(dataflow, total=total, desc=description, unit="batch", disable=not show_progress) as batches:
+        def show_stage(stage):      # a composite's stage can run for minutes: the bar says which one
+            batches.set_postfix(stage="{} ({}/{})".format(predictor.stages[stage].label, stage + 1, stages))
         for images, labels, indices in batches:
-            result, batch_tallies = attack_batch(predictor, images, labels, indices)
+            result, batch_tallies = attack_batch(predictor, images, labels, indices, show_stage)
             counts, tallies = counts + Counts.from_result(result), tallies + batch_tallies
             watchdog.beat()
             batches.set_postfix(top1_error="{:.3f}".format(counts.top1_error),
@@ -41,9 +43,10 @@ def evaluate(predictor, dataflow, sum_across_ranks=None, show_progress=True, des
                          seconds=round(float(t), 1)) for stage, a, r, t in zip(predictor.stages, *tallies)]
 
 
-def attack_batch(predictor, images, labels, indices=None):
+def attack_batch(predictor, images, labels, indices=None, on_stage=None):
     """(AttackResult, tallies) of one batch: a single attack, or a composite's stages in turn under AutoAttack's
-    protocol (a run per stage, to count and time each). Tallies per stage: images attacked, robust after, seconds."""
+    protocol (a run per stage, to count and time each; `on_stage(k)` called as stage k starts). Tallies per stage:
+    images attacked, robust after, seconds."""
     tallies = np.zeros([3, len(predictor.stages)])
     if len(predictor.stages) == 1:
         started = time.time()
@@ -52,6 +55,8 @@ def attack_batch(predictor, images, labels, indices=None):
         return result, tallies
     kept, robust = np.asarray(images, np.float32), np.ones(len(labels), bool)
     for stage in range(len(predictor.stages)):
+        if on_stage:
+            on_stage(stage)
         started, tallies[0, stage] = time.time(), robust.sum()
         kept, robust = predictor.run_stage(stage, images, labels, indices, kept, robust)
         tallies[1:, stage] = robust.sum(), time.time() - started

@@ -114,6 +114,23 @@ def test_fgsm_rs_is_one_signed_step_from_a_uniform_start(random_start):
     np.testing.assert_array_equal(result.success, np.argmax(want.reshape(40, -1) @ w + b, axis=1) != labels)
 
 
+def test_fgsm_rs_with_a_step_of_two_epsilon_ends_on_the_balls_faces():
+    """From step_ratio 2 on, start + step crosses the ball in every coordinate: the perturbation is epsilon in each
+    (short of the [0, 255] box), wherever the random start was."""
+    rng = np.random.RandomState(4)
+    w = rng.normal(0, 0.02, [48, 5])
+    x = rng.uniform(20, 235, [30, 4, 4, 3]).astype(np.float32)
+    labels = np.argmax(x.reshape(30, -1) @ w, axis=1)
+    with tf.Graph().as_default():
+        found = [build_attack("fgsm-rs", dict(epsilon=8.0, seed=2, step_ratio=ratio)).attack(
+            tf.constant(x), tf.constant(labels, tf.int32),
+            Classifier(lambda t: tf.matmul(tf.reshape(tf.cast(t, tf.float64), [-1, 48]), w), 5),
+            tf.range(30, dtype=tf.int64)).adversarial for ratio in (1.25, 2.0)]
+        short, faces = run(found)
+    np.testing.assert_allclose(np.abs(faces - x), 8.0, atol=1e-3)
+    assert np.mean(np.abs(np.abs(short - x) - 8.0) > 0.01) > 0.2     # 1.25 epsilon: many coordinates inside
+
+
 ATTACK_SETTINGS = {"pgd": dict(iterations=5), "fgsm-rs": dict(), "apgd-ce": dict(iterations=10), "apgd-dlr": dict(iterations=10),
                    "apgd-t": dict(iterations=5, target_classes=2), "square": dict(queries=300, p_init=0.3),
                    "fab-t": dict(iterations=10, target_classes=2),

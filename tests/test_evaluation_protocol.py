@@ -71,15 +71,18 @@ class OneGraph(Attack):
 @pytest.mark.full        # the default tier runs the staged composite through main.py (next test)
 def test_stages_give_what_the_one_graph_protocol_gives(eval_data, trained_weights):
     settings = dict(epsilon=24.0, iterations=4, target_classes=2, queries=30, seed=3)
-    outcomes = []
+    outcomes, announced = [], []
     for attack in (AutoAttack(**settings), OneGraph(inner=AutoAttack(**settings))):
         predictor = Predictor(arch_spec(), BuildOptions(), trained_weights, attack=attack)
         flow = build_eval_dataflow(eval_data, 6, image_size=16, workers=0)
         flow.reset_state()
         outcomes.append(evaluate(predictor, flow)[0])
         images, labels, indices = next(iter(_whole(eval_data)))
-        outcomes.append(attack_batch(predictor, images, labels, indices)[0].correct_top1.tolist())   # one batch
+        stages = []
+        outcomes.append(attack_batch(predictor, images, labels, indices, stages.append)[0].correct_top1.tolist())
+        announced.append(stages)            # each stage announced as it starts (the progress bar shows it)
         predictor.close()
+    assert announced == [[0, 1, 2, 3, 4], []]       # clean, APGD-CE, APGD-T, FAB-T, Square
     assert outcomes[0] == outcomes[2] and 0 < outcomes[0].wrong_top1 < 20
     assert outcomes[1] == outcomes[3] and sum(outcomes[1]) == 20 - outcomes[0].wrong_top1
 

@@ -231,3 +231,22 @@ def test_free_training_and_the_guard_on_two_ranks_take_one_process_steps(tmp_pat
         assert [r["epoch_num"] for r in json.load(f) if "guard-pgd10/accuracy" in r] == [1]
     code, out, err = run_main(*common, "--logdir", tmp_path / "one", "--batch", 8)
     assert code == 0 and int(read_weights(str(tmp_path / "one" / "model-10"))["global_step"]) == 10
+
+
+@pytest.mark.full
+@pytest.mark.horovod
+@pytest.mark.skipif(importlib.util.find_spec("horovod") is None or not os.path.exists(HOROVODRUN),
+                    reason="needs horovod and horovodrun")
+def test_fgsm_rs_in_bfloat16_on_two_ranks_takes_one_process_steps(tmp_path, data):
+    """--attack fgsm-rs --train-dtype bfloat16 on 2 Horovod ranks of 4 images: the step count of one process of 8,
+    the weights float32."""
+    common = ["--train", "--data", data, "--epochs", 1, "--workers", 0, "--attack", "fgsm-rs", "--train-dtype",
+              "bfloat16", "--attack-epsilon", 8, "--eval-schedule", "0:1", "--eval-final", "0", "--collapse-check",
+              "none", *ARCH]
+    code, out = main_py(*common, "--logdir", tmp_path / "two", "--batch", 4, ranks=2, timeout=600)
+    assert code == 0, out[-3000:]
+    assert "5 steps per epoch, epochs 1..1, attack FGSM-RS, in bfloat16" in out
+    two = read_weights(str(tmp_path / "two" / "model-5"))
+    assert int(two["global_step"]) == 5 and all(v.dtype.name != "bfloat16" for v in two.values())
+    code, out, err = run_main(*common, "--logdir", tmp_path / "one", "--batch", 8)
+    assert code == 0 and int(read_weights(str(tmp_path / "one" / "model-5"))["global_step"]) == 5
