@@ -45,13 +45,18 @@ STEP_TIMEOUT = 3 * 3600     # seconds; a step's command far beyond any demo step
 RUNNING = set()             # the steps' processes now running (each its own process group)
 
 
+def kill_step(process):
+    """Kill one step's process with its children (its process group)."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 def stop_running():
-    """Kill every running step with its children (a failed or interrupted demo leaves nothing behind)."""
+    """Kill every running step (a failed or interrupted demo leaves nothing behind)."""
     for process in list(RUNNING):
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        kill_step(process)
 
 
 def run_main(args, log_path, timeout=STEP_TIMEOUT, tag=""):
@@ -66,7 +71,8 @@ def run_main(args, log_path, timeout=STEP_TIMEOUT, tag=""):
         try:
             code = process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            stop_running()
+            kill_step(process)
+            process.wait()
             sys.exit("demo step stopped after {:.0f} s (its limit); its log: {}".format(timeout, log_path))
         finally:
             RUNNING.discard(process)

@@ -124,9 +124,9 @@ def write_digits_demo(out_dir, size=32, val_fraction=0.2, seed=0, progress=True)
         with open(os.path.join(partial, MANIFEST), "w") as f:
             json.dump({"settings": settings, "counts": counts,
                        "classes": [class_name(k) for k in range(10)]}, f, indent=1)
-        if os.path.isdir(out_dir) and not os.listdir(out_dir):
-            os.rmdir(out_dir)                              # empty (checked above)
         try:
+            if os.path.isdir(out_dir) and not os.listdir(out_dir):
+                os.rmdir(out_dir)                          # empty (checked above)
             os.replace(partial, out_dir)
         except OSError:                                    # another writer finished first: keep its complete set
             if not check_existing(out_dir, settings):
