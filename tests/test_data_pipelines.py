@@ -77,6 +77,31 @@ def test_contrast_jitter_stretches_each_channel_around_its_own_mean():
     np.testing.assert_allclose(out.mean(axis=(0, 1)), image.mean(axis=(0, 1)), atol=1e-3)
 
 
+def test_photometric_augmentors_describe_themselves_once_and_augment_as_tensorpacks(monkeypatch):
+    """Same images and text as Tensorpack's own augmentors; the text (Tensorpack rebuilds it for each image it
+    augments) is built once per augmentor, not once per image."""
+    from tensorpack.dataflow import imgaug
+    from tensorpack.dataflow.imgaug import base
+    ours = [aug for aug in train_augmentor(16, "light").augmentors[1:2] + colour_jitter().aug_lists]
+    assert [type(aug).__name__ for aug in ours] == ["ToFloat32", "BrightnessScale", "Contrast", "Saturation",
+                                                   "Lighting"]
+    image = random_image(np.random.RandomState(4), 12, 12).astype(np.float32)
+    for aug in ours:
+        plain = getattr(imgaug, type(aug).__name__).__new__(getattr(imgaug, type(aug).__name__))
+        plain.__dict__.update({k: v for k, v in aug.__dict__.items() if k != "_description"})
+        aug.rng, plain.rng = np.random.RandomState(5), np.random.RandomState(5)
+        np.testing.assert_array_equal(aug.augment(image.copy()), plain.augment(image.copy()))
+        assert str(aug) == str(plain) and type(aug).__name__ + "(" in str(aug)
+
+    described = []
+    original = base._default_repr
+    monkeypatch.setattr(base, "_default_repr", lambda self: described.append(type(self).__name__) or original(self))
+    augmentor = train_augmentor(16, "light")
+    for k in range(20):
+        augmentor.augment(random_image(np.random.RandomState(k), 20, 20))
+    assert sorted(described) == ["BrightnessScale", "Contrast", "Lighting", "Saturation", "ToFloat32"]
+
+
 # ------------------------------------------------------------------ training flow
 
 @pytest.fixture
