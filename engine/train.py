@@ -30,7 +30,7 @@ from nets import BuildOptions
 from nets.checkpoint import load_weights, read_weights
 
 from . import tensorpack_compat
-from .callbacks import CountUnreadable, evaluation_callbacks
+from .callbacks import CountUnreadable, evaluation_callbacks, training_defaults
 from .graphs import AdversarialTraining, AttackExecution, FreeAdversarialTraining, FreeTraining
 from .guard import CollapseGuard, guard_images, guard_runner
 from .lock import LogdirLock
@@ -215,7 +215,8 @@ def launch_training(spec, recipe, job, world, stream, steps, classes, load, star
                                       recipe.batch_per_gpu, job.workers, world, results, classes))
         monitors.append(CollapseGuard(job.collapse_check, results, recipe.collapse_margin, job.logdir, world))
     config = TrainConfig(
-        model=model, data=QueueInput(stream), callbacks=callbacks, monitors=monitors, steps_per_epoch=steps,
+        model=model, data=QueueInput(stream), callbacks=callbacks, extra_callbacks=training_defaults(), monitors=monitors,
+        steps_per_epoch=steps,
         max_epoch=recipe.epochs, starting_epoch=starting_epoch,
         session_init=StrictInit(load, job.ignore_mismatch) if load else None)
     trainer = HorovodTrainer(average=True) if world.distributed else SimpleTrainer()

@@ -35,6 +35,7 @@ def test_train_checkpoint_resume_and_evaluate(tmp_path, data):
     assert [r["epoch_num"] for r in records] == [1, 2]
     assert "val-clean/top1_error" in records[0] and "val-pgd1/attack_success_rate" in records[1]
     assert "val-pgd1/top1_error" not in records[0]                        # PGD-1 only every 2 epochs
+    assert all("train_error_top1" in r and "learning_rate" in r for r in records)     # the training summaries
 
     code, out, err = run_main(*train_args(data, logdir, 2))                    # same logdir without --resume
     assert code == 2 and "--resume" in err
@@ -81,6 +82,23 @@ def test_sigkill_mid_training_then_resume_continues_from_last_checkpoint(tmp_pat
     assert code == 0, out[-3000:]
     assert "resuming from {} at epoch {}".format(os.path.join(logdir, "model-{}".format(last)), last // 5 + 1) in out
     assert os.path.exists(os.path.join(logdir, "model-{}.index".format(final_epoch * 5)))
+
+
+def test_summaries_are_fetched_with_every_step_and_written_at_each_epochs_last_step():
+    """One set of fetches for every training step (another set would have TensorFlow optimise the graph again)."""
+    from types import SimpleNamespace
+    from engine.callbacks import SummariesFetchedEveryStep
+    written = []
+    callback = SummariesFetchedEveryStep()
+    callback._fetches = "summary-fetches"
+    callback.trainer = SimpleNamespace(steps_per_epoch=3, monitors=SimpleNamespace(put_summary=written.append))
+    fetched = []
+    for step in range(6):
+        callback.trainer.local_step = step % 3
+        fetched.append(callback._before_run(None))
+        callback._after_run(None, SimpleNamespace(results="summary of step {}".format(step)))
+    assert fetched == ["summary-fetches"] * 6
+    assert written == ["summary of step 2", "summary of step 5"]
 
 
 @pytest.mark.parametrize("args,message", [
