@@ -215,9 +215,8 @@ def launch_training(spec, recipe, job, world, stream, steps, classes, load, star
                                       recipe.batch_per_gpu, job.workers, world, results, classes))
         monitors.append(CollapseGuard(job.collapse_check, results, recipe.collapse_margin, job.logdir, world))
     config = TrainConfig(
-        model=model, data=QueueInput(stream), callbacks=callbacks, extra_callbacks=training_defaults(), monitors=monitors,
-        steps_per_epoch=steps,
-        max_epoch=recipe.epochs, starting_epoch=starting_epoch,
+        model=model, data=QueueInput(stream), callbacks=callbacks, extra_callbacks=training_defaults(),
+        monitors=monitors, steps_per_epoch=steps, max_epoch=recipe.epochs, starting_epoch=starting_epoch,
         session_init=StrictInit(load, job.ignore_mismatch) if load else None)
     trainer = HorovodTrainer(average=True) if world.distributed else SimpleTrainer()
     log.info("training %s: total batch %d on %d rank(s), %d steps per epoch, epochs %d..%d, attack %s, in %s",
