@@ -83,6 +83,68 @@ def test_a_training_run_records_the_guards_accuracy_every_epoch(tmp_path, data):
     assert "attack FGSM-RS" in out and "collapse guard: PGD-10 accuracy" in out
 
 
+def write_tinted_digits(root, tint, size=32, val_fraction=0.2, seed=0):
+    """scikit-learn's digits as ROOT/train|val/digit<k>/*.png, size x size, grey strokes on 64..191 plus `tint` times
+    the class's colour code (a fixed non-zero vector in {-1, 0, 1}^3, BGR): the colour alone tells the class. Ortiz-
+    Jimenez et al. (TMLR 2023) induce catastrophic overfitting by adding such a feature, as large as epsilon: easy to
+    learn, and one signed step of epsilon erases it."""
+    import itertools
+    import cv2
+    from sklearn.datasets import load_digits
+    digits = load_digits()
+    rng = np.random.RandomState(seed)
+    codes = [c for c in itertools.product((-1, 0, 1), repeat=3) if any(c)]
+    colours = np.array([codes[k] for k in rng.choice(len(codes), 10, replace=False)], np.float32)
+    order = rng.permutation(len(digits.target))
+    val_count = int(len(order) * val_fraction)
+    for split, indices in (("val", order[:val_count]), ("train", order[val_count:])):
+        for i in indices:
+            label = digits.target[i]
+            grey = cv2.resize(digits.images[i].astype(np.float32) / 16.0, (size, size), interpolation=cv2.INTER_CUBIC)
+            image = (64.0 + 127.0 * np.clip(grey, 0.0, 1.0))[..., None] + tint * colours[label]
+            folder = os.path.join(root, split, "digit{}".format(label))
+            os.makedirs(folder, exist_ok=True)
+            image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
+            assert cv2.imwrite(os.path.join(folder, "{}.png".format(i)), image)
+    return root
+
+
+# The demo's network (tools/demo.py) on 16x16 crops of the tinted digits, epsilon as large as the tint; the guard on
+# 256 training digits
+TINTED_RUN = ["--batch", 64, "--workers", 1, "--attack-epsilon", 32, "--lr-per-256", 0.4, "--eval-schedule", "0:100",
+              "--eval-final", "clean", "--augment", "light", "--collapse-check-images", 256, "--arch", "ResNetDenoise",
+              "--blocks", "1,1,1,1", "--widths", "16,32,64,128", "--stem", "small", "--stem-width", 16,
+              "--num-classes", 10, "--image-size", 16]
+
+
+@pytest.mark.full
+def test_fgsm_without_a_random_start_overfits_catastrophically_and_the_guard_stops_it(tmp_path):
+    """Wong et al. (ICLR 2020, Sec. 4): FGSM from the clean image overfits catastrophically. PGD-3 training first makes
+    the model somewhat robust (PGD-10 accuracy on the guard images of 15-25% at this epsilon; the guard records, it
+    does not stop); resumed with FGSM without the random start, PGD accuracy collapses to nearly nothing within a few
+    epochs while the FGSM training error keeps falling, and the guard (margin 0.15) stops the run with exit code 2,
+    every epoch recorded and the last checkpoint kept."""
+    data = write_tinted_digits(str(tmp_path / "data"), tint=32)
+    logdir = str(tmp_path / "run")
+    common = ["--train", "--data", data, "--logdir", logdir, *TINTED_RUN]
+    code, out, err = run_main(*common, "--epochs", 4, "--attack-iter", 3, "--collapse-margin", 1.0)
+    assert code == 0, (out + err)[-3000:]
+
+    code, out, err = run_main(*common, "--epochs", 12, "--resume", "--attack", "fgsm-rs", "--attack-option",
+                              "random_start=false", "--collapse-margin", 0.15)
+    assert code == 2 and "error: catastrophic overfitting after epoch" in err, (out + err)[-3000:]
+    assert "attack FGSM," in out
+    stopped = int(err.split("catastrophic overfitting after epoch ")[1].split(":")[0])
+    with open(os.path.join(logdir, "stats.json")) as f:
+        records = json.load(f)
+    accuracy = {r["epoch_num"]: r["guard-pgd10/accuracy"] for r in records}
+    assert 5 <= stopped < 12 and sorted(accuracy) == list(range(1, stopped + 1))     # every epoch, none after
+    assert accuracy[stopped] < max(accuracy.values()) - 0.15
+    last = [r for r in records if r["epoch_num"] == stopped][0]
+    assert last["train_error_top1"] < 1.0 - accuracy[stopped]          # robust to the training attack, not to PGD
+    assert os.path.exists(os.path.join(logdir, "model-{}.index".format(last["global_step"])))
+
+
 def test_the_guard_attack_is_untargeted_pgd10_with_a_fixed_seed_and_off_for_clean_training():
     import flags
     from attacker import PGD
