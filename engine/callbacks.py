@@ -8,9 +8,9 @@ import time
 
 import numpy as np
 import tensorflow as tf
-from tensorpack.callbacks import (Callback, EnableCallbackIf, InferenceRunner, Inferencer, MovingAverageSummary,
-                                  ProgressBar, RunUpdateOps)
+from tensorpack.callbacks import Callback, EnableCallbackIf, InferenceRunner, Inferencer
 from tensorpack.callbacks.summary import MergeAllSummaries_RunWithOp
+from tensorpack.train.config import DEFAULT_CALLBACKS
 from tensorpack.tfutils.tower import TowerFunc
 
 from attacker import monitor_key
@@ -51,8 +51,9 @@ class SummariesFetchedEveryStep(MergeAllSummaries_RunWithOp):
 
 
 def training_defaults():
-    """Tensorpack's default training callbacks, the summaries fetched every step."""
-    return [MovingAverageSummary(), ProgressBar(), SummariesFetchedEveryStep(), RunUpdateOps()]
+    """Tensorpack's default training callbacks, its summaries callback replaced by SummariesFetchedEveryStep."""
+    return [SummariesFetchedEveryStep() if isinstance(callback, MergeAllSummaries_RunWithOp) else callback
+            for callback in DEFAULT_CALLBACKS()]
 
 
 class CountOutcomes(Inferencer):

@@ -82,12 +82,13 @@ def test_photometric_augmentors_describe_themselves_once_and_augment_as_tensorpa
     augments) is built once per augmentor, not once per image."""
     from tensorpack.dataflow import imgaug
     from tensorpack.dataflow.imgaug import base
-    ours = [aug for aug in train_augmentor(16, "light").augmentors[1:2] + colour_jitter().aug_lists]
+    ours = train_augmentor(16, "light").augmentors[1:2] + colour_jitter().aug_lists
     assert [type(aug).__name__ for aug in ours] == ["ToFloat32", "BrightnessScale", "Contrast", "Saturation",
                                                    "Lighting"]
     image = random_image(np.random.RandomState(4), 12, 12).astype(np.float32)
     for aug in ours:
-        plain = getattr(imgaug, type(aug).__name__).__new__(getattr(imgaug, type(aug).__name__))
+        tensorpacks = getattr(imgaug, type(aug).__name__)
+        plain = tensorpacks.__new__(tensorpacks)
         plain.__dict__.update({k: v for k, v in aug.__dict__.items() if k != "_description"})
         aug.rng, plain.rng = np.random.RandomState(5), np.random.RandomState(5)
         np.testing.assert_array_equal(aug.augment(image.copy()), plain.augment(image.copy()))

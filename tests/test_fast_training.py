@@ -20,6 +20,7 @@ from engine.guard import CollapseGuard, TrainingCollapsed, best_recorded, guard_
 from nets import BuildOptions
 from nets.checkpoint import read_weights
 from tests.cli import ARCH, HOROVODRUN, arch_spec, main_py, run_main
+from tools.demo import DEMO_ARCH, DEMO_AUGMENTATION
 
 tf1 = tf.compat.v1
 
@@ -84,37 +85,32 @@ def test_a_training_run_records_the_guards_accuracy_every_epoch(tmp_path, data):
 
 
 def write_tinted_digits(root, tint, size=32, val_fraction=0.2, seed=0):
-    """scikit-learn's digits as ROOT/train|val/digit<k>/*.png, size x size, grey strokes on 64..191 plus `tint` times
-    the class's colour code (a fixed non-zero vector in {-1, 0, 1}^3, BGR): the colour alone tells the class. Ortiz-
-    Jimenez et al. (TMLR 2023) induce catastrophic overfitting by adding such a feature, as large as epsilon: easy to
-    learn, and one signed step of epsilon erases it."""
+    """The demo's digits (tools/digits.py: the same split, upscaling and folder names) as ROOT/train|val/digit<k>/*.png,
+    their grey squeezed to 64..191, plus `tint` times the class's colour code (a fixed non-zero vector in {-1, 0, 1}^3,
+    BGR): the colour alone tells the class. Ortiz-Jimenez et al. (TMLR 2023) induce catastrophic overfitting by adding
+    such a feature, as large as epsilon: easy to learn, and one signed step of epsilon erases it."""
     import itertools
     import cv2
     from sklearn.datasets import load_digits
+    from tools.digits import class_name, digit_to_bgr, split_indices
     digits = load_digits()
-    rng = np.random.RandomState(seed)
     codes = [c for c in itertools.product((-1, 0, 1), repeat=3) if any(c)]
-    colours = np.array([codes[k] for k in rng.choice(len(codes), 10, replace=False)], np.float32)
-    order = rng.permutation(len(digits.target))
-    val_count = int(len(order) * val_fraction)
-    for split, indices in (("val", order[:val_count]), ("train", order[val_count:])):
+    colours = np.array([codes[k] for k in np.random.RandomState(seed).choice(len(codes), 10, replace=False)])
+    for split, indices in zip(("train", "val"), split_indices(digits.target, val_fraction, seed)):
         for i in indices:
             label = digits.target[i]
-            grey = cv2.resize(digits.images[i].astype(np.float32) / 16.0, (size, size), interpolation=cv2.INTER_CUBIC)
-            image = (64.0 + 127.0 * np.clip(grey, 0.0, 1.0))[..., None] + tint * colours[label]
-            folder = os.path.join(root, split, "digit{}".format(label))
+            image = 64.0 + digit_to_bgr(digits.images[i], size) * (127.0 / 255.0) + tint * colours[label]
+            folder = os.path.join(root, split, class_name(label))
             os.makedirs(folder, exist_ok=True)
             image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
             assert cv2.imwrite(os.path.join(folder, "{}.png".format(i)), image)
     return root
 
 
-# The demo's network (tools/demo.py) on 16x16 crops of the tinted digits, epsilon as large as the tint; the guard on
+# The demo's network and augmentation (tools/demo.py) on the tinted digits, epsilon as large as the tint; the guard on
 # 256 training digits
 TINTED_RUN = ["--batch", 64, "--workers", 1, "--attack-epsilon", 32, "--lr-per-256", 0.4, "--eval-schedule", "0:100",
-              "--eval-final", "clean", "--augment", "light", "--collapse-check-images", 256, "--arch", "ResNetDenoise",
-              "--blocks", "1,1,1,1", "--widths", "16,32,64,128", "--stem", "small", "--stem-width", 16,
-              "--num-classes", 10, "--image-size", 16]
+              "--eval-final", "clean", "--collapse-check-images", 256, *DEMO_ARCH, *DEMO_AUGMENTATION]
 
 
 @pytest.mark.full

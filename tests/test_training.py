@@ -87,7 +87,12 @@ def test_sigkill_mid_training_then_resume_continues_from_last_checkpoint(tmp_pat
 def test_summaries_are_fetched_with_every_step_and_written_at_each_epochs_last_step():
     """One set of fetches for every training step (another set would have TensorFlow optimise the graph again)."""
     from types import SimpleNamespace
-    from engine.callbacks import SummariesFetchedEveryStep
+    from tensorpack.train.config import DEFAULT_CALLBACKS
+    from engine.callbacks import SummariesFetchedEveryStep, training_defaults
+    defaults, ours = DEFAULT_CALLBACKS(), training_defaults()    # Tensorpack's list, its summaries callback replaced
+    assert [type(c).__name__ for c in ours] == [
+        "SummariesFetchedEveryStep" if type(c).__name__ == "MergeAllSummaries_RunWithOp" else type(c).__name__
+        for c in defaults] and sum(isinstance(c, SummariesFetchedEveryStep) for c in ours) == 1
     written = []
     callback = SummariesFetchedEveryStep()
     callback._fetches = "summary-fetches"
