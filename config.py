@@ -11,6 +11,8 @@ from typing import Tuple
 
 from ranges import SettingError, check_settings, integer_setting, setting
 
+COLLAPSE_ACTIONS = ("stop", "rollback")     # what the catastrophic-overfitting guard does (engine/guard.py)
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -39,10 +41,15 @@ class Recipe:
     eval_final: Tuple[str, ...] = ("clean",) + tuple("pgd@{}".format(k) for k in range(10, 101, 10))
     # Not in the paper: the catastrophic-overfitting guard (engine/guard.py; Wong et al., ICLR 2020). After each
     # epoch of adversarial training, this attack (an attack text; "none": off) on a fixed subset of the training
-    # images; the run stops when its accuracy falls more than the margin below its best.
+    # images; the run stops when its accuracy falls more than the margin below its best, or ("rollback") goes back to
+    # the best epoch's checkpoint and trains on with the attack's step times collapse_step_scale, at most
+    # max_rollbacks times in the run (engine/rollback.py).
     collapse_check: str = "pgd@10"
     collapse_check_images: int = integer_setting(512, minimum=1)
     collapse_margin: float = setting(0.2, minimum=0.0, maximum=1.0, exclusive_minimum=True)
+    on_collapse: str = setting("stop", choices=COLLAPSE_ACTIONS)
+    collapse_step_scale: float = setting(0.5, minimum=0.0, maximum=1.0, exclusive_minimum=True)
+    max_rollbacks: int = integer_setting(2, minimum=1)
 
     def __post_init__(self):
         check_settings(self, "training recipe")

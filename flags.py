@@ -13,7 +13,7 @@ import math
 import typing
 
 from attacker import ATTACKS, LOSS_ALIASES, LOSSES, build_attack, canonical_attack, parse_attack, setting_names
-from config import DEFAULTS, PRESETS, PUBLISHED
+from config import COLLAPSE_ACTIONS, DEFAULTS, PRESETS, PUBLISHED
 from data.augment import TRAIN_AUGMENTATIONS
 from nets import ARCHITECTURES, DENOISE_OPS, BuildOptions, build_spec, resolve_data_format
 from nets.architectures import DEPTH_BLOCKS, PLACEMENTS, STEMS
@@ -204,6 +204,13 @@ RECIPE_FLAGS = FieldFlags("training recipe (Feature Denoising, Sec. 5)", {
     "--collapse-check-images": dict(field="collapse_check_images", type=int, help="training images it checks"),
     "--collapse-margin": dict(field="collapse_margin", type=float,
                               help="stop when the check's accuracy falls this far (0..1) below its best"),
+    "--on-collapse": dict(field="on_collapse", choices=COLLAPSE_ACTIONS,
+                          help="what a collapse does: stop the run (exit 2), or go back to the best epoch's "
+                               "checkpoint and train on with a smaller attack step (engine/rollback.py)"),
+    "--collapse-step-scale": dict(field="collapse_step_scale", type=float,
+                                  help="each rollback multiplies the training attack's step by this (0..1]"),
+    "--max-rollbacks": dict(field="max_rollbacks", type=int, help="rollbacks allowed in a run; one more collapse "
+                                                                  "stops it"),
     "--eval-final": dict(field="eval_final", type=attack_list,
                          help="attacks evaluated after the last epoch besides the schedule, written as "
                               "robustness_curve.json"),
@@ -362,7 +369,13 @@ def collapse_check_from_args(recipe, args, training_attack):
     """The guard's attack (engine/guard.py): untargeted (as Wong et al. check), a fixed seed (the same starts every
     epoch), the flags' shared settings over those; or None: switched off, or clean training (nothing to collapse)."""
     if recipe.collapse_check == "none" or training_attack.name == "clean":
+        if recipe.on_collapse == "rollback":
+            raise ValueError("--on-collapse rollback needs the collapse guard, which is off ({}); give "
+                             "--collapse-check an attack".format("clean training" if training_attack.name == "clean"
+                                                                 else "--collapse-check none"))
         return None
+    if recipe.on_collapse == "rollback":
+        training_attack.smaller_step(recipe.collapse_step_scale)       # refuses an attack with no step to shrink
     name, overrides = parse_attack(recipe.collapse_check)
     settings = dict(ATTACK_FLAGS.values(args, given_only=True), restarts=1, **overrides)
     return build_attack(name, dict({"seed": 0, "targeted": False}, **settings))

@@ -6,6 +6,7 @@ image by random points in the allowed epsilon-cube, ... step size alpha = 1, exc
 10-iteration attacks where alpha = epsilon / 10 = 1.6". Training (Sec. 5): "a 30-iteration
 PGD ... step size 1", and "we use the adversarial images only"; 20% of the batches start
 from the clean image (docs/FACTS.md Sec. 4-5)."""
+import dataclasses
 from dataclasses import dataclass
 from typing import Optional
 
@@ -52,6 +53,14 @@ class PGD(Attack):
     @property
     def step(self):
         return step_size_for(self.epsilon, self.iterations, self.step_size)
+
+    def smaller_step(self, scale):
+        smaller = dataclasses.replace(self, step_size=self.step * scale)
+        if scale < 1 and smaller.step >= self.step:
+            raise ValueError("{}'s step of {:g} is already the least that crosses the epsilon ball in {} iterations "
+                             "(epsilon / iterations); it cannot be made smaller for --on-collapse rollback".format(
+                                 self.label, self.step, self.iterations))
+        return smaller
 
     def _seed(self, k):
         return None if self.seed is None else self.seed + k

@@ -3,6 +3,7 @@ an evaluation batch (`attack_outcome`), and the training graph for Tensorpack (`
 Feature Denoising, Sec. 5: "adversarial training ... we use only adversarial images for
 training"; the attacker runs with BN in inference mode, and its image is a constant for
 the weight update (docs/FACTS.md Sec. 4-5)."""
+import dataclasses
 import logging
 import re
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from tensorpack.tfutils.summary import add_moving_summary
 from attacker import Attack, Classifier
 from attacker.base import budget_setting, count_setting
 from nets import BuildOptions, logits
+from ranges import setting
 from nets.layout import gpu_available, layout_scope
 
 tf1 = tf.compat.v1
@@ -151,6 +153,10 @@ class FreeTraining(Attack):
     name = "free"
     epsilon: float = budget_setting()
     replays: int = count_setting(4)
+    step_ratio: float = setting(1.0, minimum=0.0, maximum=1.0, exclusive_minimum=True)   # x epsilon per replay
+
+    def smaller_step(self, scale):
+        return dataclasses.replace(self, step_ratio=self.step_ratio * scale)
 
     @property
     def label(self):
@@ -162,7 +168,7 @@ class FreeAdversarialTraining(AdversarialTraining):
     minibatch is replayed m times (the training stream repeats it); the perturbation delta, a variable of this rank,
     is carried over from replay to replay and from minibatch to minibatch; the one backward pass of each step gives
     both the weights' gradient and the input's, and delta <- clip(delta + epsilon sign(grad_x), -epsilon, epsilon)
-    (their step: epsilon). The weights train on clip(x + delta, 0, 255)."""
+    (their step: epsilon; step_ratio x epsilon after a rollback). The weights train on clip(x + delta, 0, 255)."""
 
     def __init__(self, spec, options, free, recipe, learning_rate):
         super().__init__(spec, options, free, recipe, learning_rate)
@@ -198,8 +204,9 @@ class FreeStepOptimizer(ProxyOptimizer):
         return [(None if g is None else g / scale, v) for g, v in zip(grads[:-1], var_list)]
 
     def apply_gradients(self, grads_and_vars, global_step=None, name=None):
-        epsilon, delta = self.model.attack.epsilon, self.model.delta
-        count = tf.shape(self.input_gradient)[0]
-        moved = tf.clip_by_value(delta[:count] + epsilon * tf.sign(self.input_gradient), -epsilon, epsilon)
+        free, delta = self.model.attack, self.model.delta
+        count, epsilon = tf.shape(self.input_gradient)[0], free.epsilon
+        moved = tf.clip_by_value(delta[:count] + free.step_ratio * epsilon * tf.sign(self.input_gradient), -epsilon,
+                                 epsilon)
         update = tf1.assign(delta, tf.concat([moved, delta[count:]], axis=0))
         return tf.group(self._opt.apply_gradients(grads_and_vars, global_step, name=None), update, name=name)

@@ -9,6 +9,8 @@ Every rank takes the same number of steps per epoch, floor(training images / tot
 they would deadlock at the epoch's end). Each rank reads its shard as an endless reshuffled stream: every image once
 per pass, the few left over start the next epoch. A failure of the training stream (unreadable data, a bad batch
 from a data server) ends the run with that error, never as if it had finished."""
+import dataclasses
+import functools
 import logging
 import os
 from dataclasses import dataclass, field
@@ -32,9 +34,10 @@ from nets.checkpoint import load_weights, read_weights
 from . import tensorpack_compat
 from .callbacks import CountUnreadable, evaluation_callbacks, training_defaults
 from .graphs import AdversarialTraining, AttackExecution, FreeAdversarialTraining, FreeTraining
-from .guard import CollapseGuard, guard_images, guard_runner
+from .guard import CollapseGuard, TrainingCollapsed, guard_images, guard_runner
 from .lock import LogdirLock
 from .resume import check_run_shape, resume_point
+from .rollback import roll_back, step_scale
 from .saving import SaveFailed, SaveStatus, save_monitors
 from .watchdog import HangWatchdog
 
@@ -152,8 +155,31 @@ def replayed(stream, steps, attack):
 
 
 def train(spec, recipe, job, world, dataflow=None, extra_callbacks=()):
-    """Run or continue a training run; returns the log folder. `dataflow` overrides job.data / job.data_server."""
+    """Run or continue a training run; returns the log folder. `dataflow` overrides job.data / job.data_server. With
+    --on-collapse rollback, a collapse (engine/guard.py) sends the run back to its best epoch with a smaller attack
+    step (engine/rollback.py), on every rank alike, at most recipe.max_rollbacks times."""
     tensorpack_compat.install()
+    while True:
+        try:
+            return train_once(spec, recipe, with_rollbacks(job, world), world, dataflow, extra_callbacks)
+        except TrainingCollapsed as collapse:
+            if recipe.on_collapse != "rollback":
+                raise
+            world.chief_does(functools.partial(roll_back, job.logdir, collapse, recipe), "rolling the run back")
+            job = dataclasses.replace(job, resume=True)
+
+
+def with_rollbacks(job, world):
+    """The job with the attack's step made smaller by the run's recorded rollbacks (engine/rollback.py), if any."""
+    scale = world.from_chief(step_scale(job.logdir) if world.is_chief else None)
+    if scale == 1.0:
+        return job
+    attack = job.attack.smaller_step(scale)
+    log.info("after the rollbacks in %s, the training attack's step is x%g: %s", job.logdir, scale, attack)
+    return dataclasses.replace(job, attack=attack)
+
+
+def train_once(spec, recipe, job, world, dataflow, extra_callbacks):
     classes = model_classes(job.data, spec.num_classes) if job.data else None
     stream, steps, unreadable = (dataflow, len(dataflow), None) if dataflow is not None else \
         training_stream(job, recipe, spec, world, classes)

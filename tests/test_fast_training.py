@@ -20,6 +20,7 @@ from engine.guard import CollapseGuard, TrainingCollapsed, best_recorded, guard_
 from nets import BuildOptions
 from nets.checkpoint import read_weights
 from tests.cli import ARCH, HOROVODRUN, arch_spec, main_py, run_main
+from tests.scripted_guard import install as install_scripted_guard
 from tools.demo import DEMO_ARCH, DEMO_AUGMENTATION
 
 tf1 = tf.compat.v1
@@ -31,7 +32,8 @@ def guard_after(accuracies, margin, logdir="/nonexistent", starting_epoch=1):
     """A guard fed one epoch's accuracy (of 100 images) after another; the epoch it raised at, and its message."""
     results = {}
     guard = CollapseGuard(PGD10, results, margin, logdir, World())
-    guard.trainer = SimpleNamespace(loop=SimpleNamespace(starting_epoch=starting_epoch), epoch_num=starting_epoch)
+    guard.trainer = SimpleNamespace(loop=SimpleNamespace(starting_epoch=starting_epoch, global_step=0),
+                                    epoch_num=starting_epoch)
     guard._before_train()
     for epoch, accuracy in enumerate(accuracies, start=starting_epoch):
         guard.trainer.epoch_num = epoch
@@ -56,8 +58,8 @@ def test_a_resumed_run_remembers_the_best_of_the_epochs_it_keeps(tmp_path):
     key = "guard-pgd10/accuracy"
     stats = [{"epoch_num": 1, key: 0.3}, {"epoch_num": 2, key: 0.6}, {"epoch_num": 3, key: 0.2}, {"epoch_num": 4}]
     (tmp_path / "stats.json").write_text(json.dumps(stats))
-    assert best_recorded(str(tmp_path), key, before_epoch=3) == 0.6
-    assert best_recorded(str(tmp_path), key, before_epoch=2) == 0.3
+    assert best_recorded(str(tmp_path), key, before_epoch=3) == dict(epoch=2, global_step=None, accuracy=0.6)
+    assert best_recorded(str(tmp_path), key, before_epoch=2)["accuracy"] == 0.3
     assert best_recorded(str(tmp_path / "none"), key, before_epoch=3) is None
     # resumed at epoch 3: epoch 2's 60% is the best, so 35% is a collapse with margin 0.2 (a fresh run's would not be)
     assert guard_after([0.35], margin=0.2, logdir=str(tmp_path), starting_epoch=3)[0] == 3
@@ -71,17 +73,101 @@ def test_the_guard_images_are_a_fixed_subset_of_the_training_split(data):
 
 
 def test_a_training_run_records_the_guards_accuracy_every_epoch(tmp_path, data):
-    """FGSM-RS training through main(), as a user runs it: the guard (PGD-10 by default) after each epoch."""
+    """FGSM-RS training through main(), as a user runs it: the guard (PGD-10 by default) after each epoch. Margin 1:
+    the tiny model's accuracy on 24 images swings by more than the default 0.2 between epochs (seen: 50% -> 29%)."""
     logdir = str(tmp_path / "fgsm")
     code, out, err = run_main("--train", "--data", data, "--logdir", logdir, "--epochs", 2, "--batch", 8,
                               "--workers", 0, "--attack", "fgsm-rs", "--eval-schedule", "0:1", "--eval-final", "0",
-                              "--collapse-check-images", 24, *ARCH)
+                              "--collapse-check-images", 24, "--collapse-margin", 1.0, *ARCH)
     assert code == 0, (out + err)[-3000:]
     with open(os.path.join(logdir, "stats.json")) as f:
         stats = json.load(f)
     assert [r["epoch_num"] for r in stats if "guard-pgd10/accuracy" in r] == [1, 2]
     assert all(0 <= r["guard-pgd10/accuracy"] <= 1 for r in stats if "guard-pgd10/accuracy" in r)
     assert "attack FGSM-RS" in out and "collapse guard: PGD-10 accuracy" in out
+
+
+def test_each_training_attack_makes_its_step_smaller_or_says_it_cannot():
+    fgsm = build_attack("fgsm-rs", dict(epsilon=8.0))
+    assert fgsm.smaller_step(0.5).step_ratio == 0.625 and fgsm.smaller_step(0.5).as_pgd().step_size == 5.0
+    pgd = build_attack("pgd", dict(iterations=2, epsilon=8.0, step_size=6.0))
+    assert pgd.smaller_step(0.5).step == 4.0                    # down to the floor epsilon / iterations ...
+    assert pgd.smaller_step(0.25).step == 4.0
+    with pytest.raises(ValueError, match="PGD-2's step of 4 is already the least"):
+        pgd.smaller_step(0.5).smaller_step(0.5)                 # ... and no further
+    assert FreeTraining(epsilon=8.0, replays=4).smaller_step(0.5).step_ratio == 0.5
+    with pytest.raises(ValueError, match="clean has no step to make smaller"):
+        build_attack("clean").smaller_step(0.5)
+
+
+def fake_checkpoint(folder, step):
+    for suffix in (".index", ".data-00000-of-00001"):
+        (folder / "model-{}{}".format(step, suffix)).write_text("weights of step {}".format(step))
+
+
+def test_a_rollback_moves_the_later_checkpoints_aside_and_puts_the_best_back(tmp_path):
+    """The guard kept epoch 2's checkpoint (step 20) in guard-best/; the saver then deleted it (max_to_keep). The
+    rollback after epoch 4 moves steps 30 and 40 to collapsed-1/ with a copy of stats.json, links step 20 back, and
+    records the step scale; the next collapse past --max-rollbacks raises, nothing moved."""
+    from dataclasses import replace
+    from engine.rollback import keep_best, recorded_rollbacks, roll_back, step_scale
+    for step in (10, 20, 30, 40):
+        fake_checkpoint(tmp_path, step)
+    (tmp_path / "stats.json").write_text(json.dumps([{"epoch_num": k} for k in (1, 2, 3, 4)]))
+    best = dict(epoch=2, global_step=20, accuracy=0.5)
+    keep_best(str(tmp_path), dict(epoch=1, global_step=10, accuracy=0.4))
+    keep_best(str(tmp_path), best)
+    assert sorted(os.listdir(tmp_path / "guard-best")) == ["best.json", "model-20.data-00000-of-00001",
+                                                           "model-20.index"]
+    assert json.loads((tmp_path / "guard-best" / "best.json").read_text()) == best
+    for suffix in (".index", ".data-00000-of-00001"):
+        os.remove(tmp_path / ("model-20" + suffix))
+    recipe = replace(PUBLISHED, on_collapse="rollback", collapse_step_scale=0.25, max_rollbacks=1)
+    record = roll_back(str(tmp_path), TrainingCollapsed("collapsed", epoch=4, best=best), recipe)
+    assert record == dict(rollback=1, collapsed_epoch=4, best_epoch=2, best_accuracy=0.5, best_global_step=20,
+                          step_scale=0.25, collapsed_checkpoints="collapsed-1")
+    checkpoints = sorted(n for n in os.listdir(tmp_path) if n.startswith("model-"))
+    assert checkpoints == ["model-10.data-00000-of-00001", "model-10.index", "model-20.data-00000-of-00001",
+                           "model-20.index"]
+    assert (tmp_path / "model-20.index").read_text() == "weights of step 20"
+    assert sorted(os.listdir(tmp_path / "collapsed-1")) == ["model-30.data-00000-of-00001", "model-30.index",
+                                                            "model-40.data-00000-of-00001", "model-40.index",
+                                                            "stats.json"]
+    assert len(json.loads((tmp_path / "collapsed-1" / "stats.json").read_text())) == 4
+    assert recorded_rollbacks(str(tmp_path)) == [record] and step_scale(str(tmp_path)) == 0.25
+    fake_checkpoint(tmp_path, 30)
+    with pytest.raises(TrainingCollapsed, match="rolled back 1 time"):
+        roll_back(str(tmp_path), TrainingCollapsed("collapsed again", epoch=3, best=best), recipe)
+    assert (tmp_path / "model-30.index").exists() and len(recorded_rollbacks(str(tmp_path))) == 1
+
+
+def test_a_collapsed_run_rolls_back_to_its_best_epoch_and_finishes_with_a_smaller_step(tmp_path, data, monkeypatch):
+    """--on-collapse rollback through main(), the guard's accuracies scripted (tests/scripted_guard.py): 50%, 60%,
+    then 10% after epoch 3 is a collapse (margin 0.2): the run goes back to epoch 2's checkpoint, trains epochs 3 and
+    4 again with FGSM-RS's step halved (step_ratio 0.625), and ends with exit 0, one stats.json record per epoch. A
+    later --resume keeps the smaller step; a second collapse beyond --max-rollbacks 1 stops it with exit 2."""
+    steps = 40 // 8
+    script = install_scripted_guard(monkeypatch.setattr, [0.5, 0.6, 0.1, 0.55, 0.65, 0.2], steps)
+    logdir = str(tmp_path / "run")
+    args = ["--train", "--data", data, "--logdir", logdir, "--batch", 8, "--workers", 0, "--attack", "fgsm-rs",
+            "--eval-schedule", "0:1", "--eval-final", "0", "--collapse-check-images", 8, "--on-collapse", "rollback",
+            "--max-rollbacks", 1, *ARCH]
+    code, out, err = run_main(*args, "--epochs", 4)
+    assert code == 0, (out + err)[-3000:]
+    assert "rolled back to epoch 2 (step {})".format(2 * steps) in out and "step_ratio=0.625" in out
+    with open(os.path.join(logdir, "rollbacks.json")) as f:
+        assert [(r["collapsed_epoch"], r["best_epoch"], r["step_scale"]) for r in json.load(f)] == [(3, 2, 0.5)]
+    with open(os.path.join(logdir, "stats.json")) as f:
+        assert [r["epoch_num"] for r in json.load(f)] == [1, 2, 3, 4]
+    assert os.path.exists(os.path.join(logdir, "collapsed-1", "model-{}.index".format(3 * steps)))
+    assert int(read_weights(os.path.join(logdir, "model-{}".format(4 * steps)))["global_step"]) == 4 * steps
+    with open(os.path.join(logdir, "guard-best", "best.json")) as f:
+        assert json.load(f)["epoch"] == 4
+
+    code, out, err = run_main(*args, "--epochs", 5, "--resume")
+    assert code == 2 and "rolled back 1 time(s) already (--max-rollbacks 1)" in err, (out + err)[-3000:]
+    assert "step_ratio=0.625" in out and "catastrophic overfitting after epoch 5" in err
+    assert os.path.exists(os.path.join(logdir, "model-{}.index".format(5 * steps))) and not script.accuracies
 
 
 def write_tinted_digits(root, tint, size=32, val_fraction=0.2, seed=0):
@@ -140,6 +226,25 @@ def test_fgsm_without_a_random_start_overfits_catastrophically_and_the_guard_sto
     assert last["train_error_top1"] < 1.0 - accuracy[stopped]          # robust to the training attack, not to PGD
     assert os.path.exists(os.path.join(logdir, "model-{}.index".format(last["global_step"])))
 
+    # Continued with --on-collapse rollback: the collapsed weights fail the guard at once, the run goes back to the
+    # best epoch's checkpoint (kept in guard-best/) with FGSM's step halved. Whether the smaller step then holds is
+    # the experiment's outcome: the run ends all 12 epochs, or collapses again beyond --max-rollbacks 2.
+    best = max(sorted(accuracy), key=lambda epoch: accuracy[epoch])
+    code, out, err = run_main(*common, "--epochs", 12, "--resume", "--attack", "fgsm-rs", "--attack-option",
+                              "random_start=false", "--collapse-margin", 0.15, "--on-collapse", "rollback")
+    with open(os.path.join(logdir, "rollbacks.json")) as f:
+        rollbacks = json.load(f)
+    assert rollbacks[0]["best_epoch"] == best and rollbacks[0]["collapsed_epoch"] == stopped + 1, (out + err)[-3000:]
+    assert "step_ratio=0.625" in out and any(name.endswith(".index") for name in os.listdir(
+        os.path.join(logdir, "collapsed-1")))
+    with open(os.path.join(logdir, "stats.json")) as f:
+        epochs = [r["epoch_num"] for r in json.load(f)]
+    if code == 0:
+        assert epochs == list(range(1, 13)) and len(rollbacks) <= 2
+    else:
+        assert code == 2 and "(--max-rollbacks 2)" in err and len(rollbacks) == 2, (out + err)[-3000:]
+        assert epochs == list(range(1, epochs[-1] + 1))
+
 
 def test_the_guard_attack_is_untargeted_pgd10_with_a_fixed_seed_and_off_for_clean_training():
     import flags
@@ -157,6 +262,13 @@ def test_the_guard_attack_is_untargeted_pgd10_with_a_fixed_seed_and_off_for_clea
 @pytest.mark.parametrize("flags,message", [
     (["--collapse-check", "nonsense"], "--collapse-check: bad attack 'nonsense'"),
     (["--collapse-margin", "0"], "collapse_margin must be"),
+    (["--on-collapse", "retry"], "--on-collapse: invalid choice: 'retry'"),
+    (["--on-collapse", "rollback", "--collapse-check", "none"], "--on-collapse rollback needs the collapse guard"),
+    (["--on-collapse", "rollback", "--attack-iter", "0"], "needs the collapse guard, which is off (clean training)"),
+    (["--on-collapse", "rollback", "--attack-iter", "3"], "PGD-3's step of 5.33333 is already the least"),
+    (["--on-collapse", "rollback", "--attack", "fgsm-rs", "--collapse-step-scale", "0"],
+     "collapse_step_scale must be"),
+    (["--on-collapse", "rollback", "--attack", "fgsm-rs", "--max-rollbacks", "0"], "max_rollbacks must be"),
 ])
 def test_bad_guard_settings_are_refused(flags, message, data, capsys):
     import main
@@ -173,16 +285,19 @@ def test_free_training_divides_the_recipes_epochs_by_the_replays():
     assert PUBLISHED.with_replays(1) == PUBLISHED
 
 
-def test_one_backward_pass_moves_the_weights_and_the_perturbation():
+@pytest.mark.parametrize("step_ratio", [1.0, 0.5])
+def test_one_backward_pass_moves_the_weights_and_the_perturbation(step_ratio):
     """Shafahi et al., Algorithm 1: after a step, delta = clip(delta + epsilon sign(grad_x), -epsilon, epsilon), the
-    gradient taken at clip(x + delta, 0, 255) of the same loss the weights descend; delta persists between steps."""
+    gradient taken at clip(x + delta, 0, 255) of the same loss the weights descend; delta persists between steps.
+    After a rollback the step is step_ratio x epsilon."""
     spec, epsilon = arch_spec(), 8.0
     recipe = PUBLISHED.__class__(batch_per_gpu=6)
     rng = np.random.RandomState(0)
     images, labels = rng.randint(0, 256, [6, 16, 16, 3]).astype(np.uint8), rng.randint(0, 4, 6).astype(np.int32)
     with tf.Graph().as_default():
         image, label = tf1.placeholder(tf.uint8, [None, 16, 16, 3]), tf1.placeholder(tf.int32, [None])
-        model = FreeAdversarialTraining(spec, BuildOptions(), FreeTraining(epsilon=epsilon, replays=2), recipe, 0.1)
+        free = FreeTraining(epsilon=epsilon, replays=2, step_ratio=step_ratio)
+        model = FreeAdversarialTraining(spec, BuildOptions(), free, recipe, 0.1)
         with TowerContext("", is_training=True):
             cost = model.build_graph(image, label)
         optimizer = model.optimizer()
@@ -197,10 +312,10 @@ def test_one_backward_pass_moves_the_weights_and_the_perturbation():
                 gradient, before = session.run([grad_x, weights], feed)
                 session.run(step, feed)
                 deltas.append(session.run(model.delta))
-                want = np.clip(deltas[-2] + epsilon * np.sign(gradient), -epsilon, epsilon)
+                want = np.clip(deltas[-2] + step_ratio * epsilon * np.sign(gradient), -epsilon, epsilon)
                 np.testing.assert_allclose(deltas[-1], want, atol=1e-5)
                 assert not np.allclose(session.run(weights), before)
-    assert np.abs(deltas[1]).max() == epsilon and not np.allclose(deltas[2], deltas[1])
+    assert np.abs(deltas[1]).max() == step_ratio * epsilon and not np.allclose(deltas[2], deltas[1])
 
 
 def test_free_training_runs_the_replays_and_resumes(tmp_path, data):
@@ -289,6 +404,31 @@ def test_free_training_and_the_guard_on_two_ranks_take_one_process_steps(tmp_pat
         assert [r["epoch_num"] for r in json.load(f) if "guard-pgd10/accuracy" in r] == [1]
     code, out, err = run_main(*common, "--logdir", tmp_path / "one", "--batch", 8)
     assert code == 0 and int(read_weights(str(tmp_path / "one" / "model-10"))["global_step"]) == 10
+
+
+@pytest.mark.full
+@pytest.mark.horovod
+@pytest.mark.skipif(importlib.util.find_spec("horovod") is None or not os.path.exists(HOROVODRUN),
+                    reason="needs horovod and horovodrun")
+def test_a_rollback_on_two_ranks_takes_one_process_steps(tmp_path, data, monkeypatch):
+    """--on-collapse rollback on 2 Horovod ranks of 4 images, the guard's accuracies scripted alike on both (50%, 60%,
+    then 10%: a collapse after epoch 3): both ranks go back to epoch 2 with the halved step and finish epoch 3, 5
+    steps per epoch as one process of 8 images takes."""
+    monkeypatch.setenv("SCRIPTED_GUARD", "0.5,0.6,0.1,0.55")
+    monkeypatch.setenv("SCRIPTED_GUARD_STEPS", "5")
+    logdir = tmp_path / "two"
+    code, out = main_py("--import", "tests.scripted_guard", "--train", "--data", data, "--logdir", logdir, "--epochs",
+                        3, "--batch", 4, "--workers", 0, "--attack", "fgsm-rs", "--eval-schedule", "0:1",
+                        "--eval-final", "0", "--collapse-check-images", 8, "--on-collapse", "rollback", *ARCH,
+                        ranks=2, timeout=600)
+    assert code == 0, out[-3000:]
+    assert "5 steps per epoch, epochs 3..3, attack FGSM-RS" in out and "step_ratio=0.625" in out
+    with open(logdir / "rollbacks.json") as f:
+        assert [(r["collapsed_epoch"], r["best_epoch"]) for r in json.load(f)] == [(3, 2)]
+    with open(logdir / "stats.json") as f:
+        assert [r["epoch_num"] for r in json.load(f)] == [1, 2, 3]
+    assert int(read_weights(str(logdir / "model-15"))["global_step"]) == 15
+    assert os.path.exists(logdir / "collapsed-1" / "model-15.index")
 
 
 @pytest.mark.full
