@@ -121,7 +121,7 @@ class Attack:
         return tf.stop_gradient(result.adversarial), result.target
 
     def smaller_step(self, scale):
-        """This attack with its step `scale` (0 < scale < 1) times as large: what training continues with after the
+        """This attack with its step `scale` (0 < scale <= 1) times as large: what training continues with after the
         collapse guard rolls a run back (engine/rollback.py). An attack with no step to shrink refuses."""
         raise ValueError("{} has no step to make smaller; --on-collapse rollback needs a training attack with one "
                          "(fgsm-rs, pgd with a step above epsilon/iterations, or --free-replays)".format(self.label))

@@ -16,8 +16,8 @@ from tensorpack.tfutils.summary import add_moving_summary
 from attacker import Attack, Classifier
 from attacker.base import budget_setting, count_setting
 from nets import BuildOptions, logits
-from ranges import setting
 from nets.layout import gpu_available, layout_scope
+from ranges import setting
 
 tf1 = tf.compat.v1
 log = logging.getLogger(__name__)

@@ -17,12 +17,19 @@ STATS_FILE = "stats.json"
 CHECKPOINT_FILE = re.compile(r"^model-(\d+)\.(index|data-\d+-of-\d+)$")
 
 
+def checkpoint_files(folder, step=None):
+    """{step: [file names]} of the checkpoints in `folder` (only `step`'s when given)."""
+    found = {}
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        match = CHECKPOINT_FILE.match(name)
+        if match and (step is None or int(match.group(1)) == step):
+            found.setdefault(int(match.group(1)), []).append(name)
+    return found
+
+
 def checkpoint_candidates(logdir):
     """Prefixes (LOGDIR/model-STEP) of every checkpoint with a file in the folder, newest first."""
-    if not os.path.isdir(logdir):
-        return []
-    steps = {int(m.group(1)) for m in map(CHECKPOINT_FILE.match, os.listdir(logdir)) if m}
-    return [os.path.join(logdir, "model-{}".format(step)) for step in sorted(steps, reverse=True)]
+    return [os.path.join(logdir, "model-{}".format(step)) for step in sorted(checkpoint_files(logdir), reverse=True)]
 
 
 def newest_intact_checkpoint(logdir):

@@ -10,23 +10,12 @@ import logging
 import os
 import shutil
 
-from files import atomic_write
-
-from .resume import CHECKPOINT_FILE, STATS_FILE
+from .evaluate import write_json
+from .resume import STATS_FILE, checkpoint_files
 
 log = logging.getLogger(__name__)
 BEST_FOLDER = "guard-best"
 ROLLBACK_FILE = "rollbacks.json"
-
-
-def checkpoint_files(folder, step=None):
-    """{step: [file names]} of the checkpoints in `folder` (only `step`'s when given)."""
-    found = {}
-    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
-        match = CHECKPOINT_FILE.match(name)
-        if match and (step is None or int(match.group(1)) == step):
-            found.setdefault(int(match.group(1)), []).append(name)
-    return found
 
 
 def link_or_copy(source, target):
@@ -49,14 +38,9 @@ def keep_best(logdir, best):
     os.makedirs(staging)
     for name in files:
         link_or_copy(os.path.join(logdir, name), os.path.join(staging, name))
-    write_json(os.path.join(staging, "best.json"), best)
+    write_json(best, os.path.join(staging, "best.json"))
     shutil.rmtree(folder, ignore_errors=True)
     os.rename(staging, folder)
-
-
-def write_json(path, value):
-    with atomic_write(path) as f:
-        json.dump(value, f, indent=1)
 
 
 def recorded_rollbacks(logdir):
@@ -103,7 +87,7 @@ def roll_back(logdir, collapse, recipe):
     record = dict(rollback=len(done) + 1, collapsed_epoch=collapse.epoch, best_epoch=collapse.best["epoch"],
                   best_accuracy=collapse.best["accuracy"], best_global_step=best_step,
                   step_scale=recipe.collapse_step_scale, collapsed_checkpoints=os.path.basename(moved_to))
-    write_json(os.path.join(logdir, ROLLBACK_FILE), done + [record])
+    write_json(done + [record], os.path.join(logdir, ROLLBACK_FILE))
     log.warning("collapse guard: rolled back to epoch %d (step %d); the checkpoints after it and a copy of stats.json "
                 "are in %s; training goes on from epoch %d with the attack's step x%g", record["best_epoch"],
                 best_step, moved_to, record["best_epoch"] + 1, step_scale(logdir))
